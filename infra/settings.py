@@ -1,0 +1,120 @@
+"""Settings, one small class per concern, all read from ``RIDECOOP_*`` variables.
+
+Every setting is documented in docs/configuration.md; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, PostgresDsn, RedisDsn, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Anything that still contains this marker was never configured for real.
+PLACEHOLDER_MARKER = "change-me"
+DEV_JWT_SECRET = f"insecure-dev-secret-{PLACEHOLDER_MARKER}-0123456789abcdef"
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class _Base(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+
+class CoreSettings(_Base):
+    model_config = SettingsConfigDict(env_prefix="RIDECOOP_", extra="ignore", frozen=True)
+
+    env: Environment = Environment.development
+    log_level: str = "INFO"
+    log_json: bool = True
+
+
+class DatabaseSettings(_Base):
+    model_config = SettingsConfigDict(
+        env_prefix="RIDECOOP_DATABASE_", extra="ignore", frozen=True
+    )
+
+    url: PostgresDsn = PostgresDsn("postgresql+asyncpg://root@127.0.0.1:5432/ridecoop")
+    pool_size: int = Field(default=10, ge=1, le=200)
+    max_overflow: int = Field(default=10, ge=0, le=200)
+    statement_timeout_ms: int = Field(default=15_000, ge=100)
+
+    @property
+    def async_url(self) -> str:
+        """The URL with the asyncpg driver, whatever scheme was configured."""
+        url = str(self.url)
+        scheme, _, rest = url.partition("://")
+        return f"postgresql+asyncpg://{rest}" if scheme != "postgresql+asyncpg" else url
+
+
+class RedisSettings(_Base):
+    model_config = SettingsConfigDict(env_prefix="RIDECOOP_REDIS_", extra="ignore", frozen=True)
+
+    url: RedisDsn = RedisDsn("redis://127.0.0.1:6379/0")
+
+
+class AuthSettings(_Base):
+    model_config = SettingsConfigDict(env_prefix="RIDECOOP_AUTH_", extra="ignore", frozen=True)
+
+    jwt_secret: str = Field(default=DEV_JWT_SECRET, min_length=32)
+    jwt_issuer: str = "ridecoop"
+    jwt_audience: str = "ridecoop-api"
+    access_token_ttl_s: int = Field(default=900, ge=30, le=86_400)
+    refresh_token_ttl_s: int = Field(default=30 * 86_400, ge=300, le=365 * 86_400)
+    # argon2id costs; OWASP's minimum is 19 MiB and 2 passes, tests may lower them.
+    argon2_time_cost: int = Field(default=3, ge=1)
+    argon2_memory_kib: int = Field(default=65_536, ge=8)
+    argon2_parallelism: int = Field(default=1, ge=1)
+    login_attempts_per_window: int = Field(default=10, ge=1)
+    login_window_s: int = Field(default=300, ge=1)
+
+
+class ApiSettings(_Base):
+    model_config = SettingsConfigDict(env_prefix="RIDECOOP_API_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65_535)
+    workers: int = Field(default=1, ge=1, le=64)
+    max_body_bytes: int = Field(default=1_048_576, ge=1_024)
+    public_url: str = "http://127.0.0.1:8000"
+    # When set, /metrics asks for it as a bearer token; required in production.
+    metrics_token: str | None = Field(default=None, min_length=16)
+
+
+class Settings(BaseModel):
+    """The whole configuration, validated once at start-up."""
+
+    model_config = ConfigDict(frozen=True)
+
+    core: CoreSettings = Field(default_factory=CoreSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+
+    @model_validator(mode="after")
+    def _refuse_placeholders_in_production(self) -> Self:
+        if self.core.env is Environment.production:
+            if PLACEHOLDER_MARKER in self.auth.jwt_secret:
+                raise ValueError(
+                    "RIDECOOP_AUTH_JWT_SECRET still holds a placeholder; "
+                    "set a random secret of at least 32 characters in production"
+                )
+            if not self.api.metrics_token:
+                raise ValueError("RIDECOOP_API_METRICS_TOKEN must be set in production")
+            if self.auth.argon2_memory_kib < 19_456 or self.auth.argon2_time_cost < 2:
+                raise ValueError(
+                    "argon2 costs below OWASP's minimum (19 MiB, 2 passes) in production"
+                )
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""ridecoop's composition root: the command line and the list of every role."""

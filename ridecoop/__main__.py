@@ -1,0 +1,3 @@
+from ridecoop.cli import main
+
+raise SystemExit(main())

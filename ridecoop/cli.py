@@ -1,0 +1,127 @@
+"""The ``ridecoop`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+
+from pydantic import ValidationError
+
+from infra.settings import Settings, get_settings
+
+ROLES = ("api",)
+
+
+def _run_api(settings: Settings) -> int:
+    import uvicorn
+
+    if settings.api.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Each worker is its own process; metrics must be summed across them.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ridecoop-metrics-")
+    uvicorn.run(
+        "ridecoop.asgi:app_factory",
+        factory=True,
+        host=settings.api.host,
+        port=settings.api.port,
+        workers=settings.api.workers,
+        log_config=None,
+        proxy_headers=True,
+        forwarded_allow_ips="127.0.0.1",
+        ws_max_size=64 * 1024,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+ROLE_RUNNERS: dict[str, Callable[[Settings], int]] = {"api": _run_api}
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from ridecoop.supervisor import supervise
+
+    roles = [r.strip() for r in args.roles.split(",") if r.strip()]
+    unknown = sorted(set(roles) - set(ROLES))
+    if unknown:
+        print(f"unknown role(s): {', '.join(unknown)}; known: {', '.join(ROLES)}", file=sys.stderr)
+        return 2
+    return supervise(roles)
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from infra.migrations import upgrade
+
+    upgrade(settings.database.async_url, args.revision)
+    return 0
+
+
+def _create_admin(settings: Settings, args: argparse.Namespace) -> int:
+    from accounts.models import Role
+    from accounts.passwords import Passwords
+    from accounts.service import AccountService
+    from infra.clock import SystemClock
+    from infra.db import create_engine, create_sessionmaker, transaction
+    from infra.events import EventBuffer
+
+    password = os.environ.get("RIDECOOP_ADMIN_PASSWORD") or getpass.getpass("Password: ")
+    if len(password) < 12:
+        print("an admin password needs at least 12 characters", file=sys.stderr)
+        return 2
+
+    async def create() -> None:
+        engine = create_engine(settings.database)
+        try:
+            async with transaction(create_sessionmaker(engine)) as session:
+                service = AccountService(
+                    session, settings.auth, Passwords(settings.auth), SystemClock(), EventBuffer()
+                )
+                user = await service.create_user(
+                    role=Role.admin,
+                    email=args.email,
+                    phone=args.phone,
+                    full_name=args.name,
+                    password=password,
+                )
+                print(f"admin {user.email} created with id {user.id}")
+        finally:
+            await engine.dispose()
+
+    asyncio.run(create())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ridecoop", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run every role (or --roles) until Ctrl-C")
+    serve.add_argument("--roles", default=",".join(ROLES), help="comma-separated roles")
+    serve.set_defaults(handler=_serve)
+    for role in ROLES:
+        sub.add_parser(role, help=f"run the {role} role alone").set_defaults(
+            handler=lambda settings, _args, role=role: ROLE_RUNNERS[role](settings)
+        )
+    migrate = sub.add_parser("migrate", help="apply the database migrations")
+    migrate.add_argument("revision", nargs="?", default="head")
+    migrate.set_defaults(handler=_migrate)
+    admin = sub.add_parser("create-admin", help="create an operator account")
+    admin.add_argument("--email", required=True)
+    admin.add_argument("--name", required=True)
+    admin.add_argument("--phone", default=None)
+    admin.set_defaults(handler=_create_admin)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        # Refuse to start on bad configuration, and say exactly what is wrong.
+        print(f"ridecoop: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    handler: Callable[[Settings, argparse.Namespace], int] = args.handler
+    return handler(settings, args)

@@ -1,0 +1,13 @@
+"""Every domain's tables on one metadata, for Alembic and for tests."""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData
+
+import accounts.models
+import governance.models
+from infra.db import Base
+
+__all__ = ["accounts", "governance", "metadata"]
+
+metadata: MetaData = Base.metadata
