@@ -11,7 +11,7 @@ from fastapi.openapi.utils import get_openapi
 
 from accounts.passwords import Passwords
 from api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
-from api.problems import as_problem_media_type, install_problem_handlers
+from api.problems import as_problem_media_type, install_problem_handlers, problem_responses
 from api.routes import admin, auth, health, me, ws
 from api.state import Resources
 from infra.clock import Clock, SystemClock
@@ -67,6 +67,8 @@ def create_app(
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Any route can fail unexpectedly; that too is a problem document.
+        responses=problem_responses(500),
     )
     if resources is not None:
         app.state.resources = resources

@@ -107,9 +107,7 @@ async def authenticate(token: str | None, resources: Resources) -> Principal:
     if not token:
         raise InvalidToken("An access token is required (Authorization: Bearer …)")
     principal = decode_access_token(resources.settings.auth, token)
-    revocations = SessionRevocations(
-        resources.redis, resources.settings.auth.access_token_ttl_s
-    )
+    revocations = SessionRevocations(resources.redis, resources.settings.auth.access_token_ttl_s)
     if await revocations.is_revoked(principal.session_id):
         raise InvalidToken("This session was logged out or revoked")
     return principal

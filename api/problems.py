@@ -111,7 +111,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     ]
     names = ", ".join(p["name"] for p in params[:5])
     return status_problem(
-        request, 422, f"The request has {len(params)} invalid field(s): {names}",
+        request,
+        422,
+        f"The request has {len(params)} invalid field(s): {names}",
         invalid_params=params,
     )
 
@@ -130,8 +132,14 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
-    # The trace goes to the log with the request id; the client gets only the id.
-    log.exception("unhandled_error", path=request.url.path, error_type=type(exc).__name__)
+    # The trace goes to the log with the request id; the client gets only the id. This
+    # handler runs outside the request-context middleware, so the id is bound here.
+    log.exception(
+        "unhandled_error",
+        path=request.url.path,
+        error_type=type(exc).__name__,
+        request_id=getattr(request.state, "request_id", None),
+    )
     return status_problem(request, 500, "An unexpected error occurred; quote the request_id")
 
 
@@ -157,7 +165,7 @@ def as_problem_media_type(schema: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(operation, dict):
                 continue
             for status, response in operation.get("responses", {}).items():
-                if not str(status)[0] in "45":
+                if str(status)[0] not in "45":
                     continue
                 content = response.get("content", {})
                 if "application/json" in content:

@@ -96,7 +96,9 @@ class MembershipService:
         return MembershipRead.model_validate(updated)
 
     async def history(self, user_id: uuid.UUID) -> list[MembershipChangeRead]:
-        return [MembershipChangeRead.model_validate(c) for c in await self.repository.history(user_id)]
+        return [
+            MembershipChangeRead.model_validate(c) for c in await self.repository.history(user_id)
+        ]
 
     async def list(
         self, status: MembershipStatus | None, limit: int, after: uuid.UUID | None

@@ -46,7 +46,7 @@ class Subscription:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._pubsub.unsubscribe(*self._channels)
-        await self._pubsub.aclose()
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def messages(self) -> AsyncIterator[dict[str, Any]]:
         """Yields each JSON object published on the channels until the caller stops."""

@@ -36,9 +36,7 @@ class CoreSettings(_Base):
 
 
 class DatabaseSettings(_Base):
-    model_config = SettingsConfigDict(
-        env_prefix="RIDECOOP_DATABASE_", extra="ignore", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="RIDECOOP_DATABASE_", extra="ignore", frozen=True)
 
     url: PostgresDsn = PostgresDsn("postgresql+asyncpg://root@127.0.0.1:5432/ridecoop")
     pool_size: int = Field(default=10, ge=1, le=200)

@@ -6,7 +6,6 @@ runs, one role per container; ``serve`` is the one-machine form.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -29,9 +28,7 @@ def supervise(roles: Sequence[str]) -> int:
         nonlocal stopping
         stopping = True
 
-    previous = {
-        sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     exit_code = 0
     try:
         for role in roles:
@@ -68,5 +65,3 @@ def _stop_all(children: dict[str, subprocess.Popen[bytes]]) -> None:
             _log(f"{role} did not stop in {STOP_GRACE_S}s; killing it")
             child.kill()
             child.wait()
-
-

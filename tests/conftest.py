@@ -102,8 +102,8 @@ def database_url() -> Iterator[str]:
 def settings(database_url: str) -> Settings:
     return Settings(
         core=CoreSettings(env=Environment.test, log_json=True, log_level="WARNING"),
-        database=DatabaseSettings(url=database_url, pool_size=5),  # type: ignore[arg-type]
-        redis=RedisSettings(url=_redis_url()),  # type: ignore[arg-type]
+        database=DatabaseSettings(url=database_url, pool_size=5),
+        redis=RedisSettings(url=_redis_url()),
         # Cheap hashes: the tests check behaviour, not the cost.
         auth=AuthSettings(
             jwt_secret=TEST_JWT_SECRET,

@@ -8,6 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from accounts.models import Role
+from accounts.passwords import Passwords
+from accounts.service import AccountService
+from infra.clock import SystemClock
+from infra.events import EventBuffer
+from infra.settings import Settings
 
 PASSWORD = "correct horse battery staple"
 _counter = itertools.count(1)
@@ -58,6 +66,33 @@ async def make_account(client: httpx.AsyncClient, role: str = "rider", **overrid
         email=user["email"],
         phone=user["phone"],
         role=user["role"],
+        access_token=tokens["access_token"],
+        refresh_token=tokens["refresh_token"],
+    )
+
+
+async def make_admin(
+    client: httpx.AsyncClient, session: AsyncSession, settings: Settings
+) -> Account:
+    """Admins are not self-registered; they are made as `ridecoop create-admin` makes them."""
+    service = AccountService(
+        session, settings.auth, Passwords(settings.auth), SystemClock(), EventBuffer()
+    )
+    n = next(_counter)
+    user = await service.create_user(
+        role=Role.admin,
+        email=f"admin{n}.{uuid.uuid4().hex[:8]}@example.org",
+        phone=None,
+        full_name=f"Admin {n}",
+        password=PASSWORD,
+    )
+    await session.commit()
+    tokens = await login(client, user.email)
+    return Account(
+        user_id=user.id,
+        email=user.email,
+        phone="",
+        role="admin",
         access_token=tokens["access_token"],
         refresh_token=tokens["refresh_token"],
     )

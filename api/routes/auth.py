@@ -96,10 +96,12 @@ async def refresh(
     summary="End this session: its refresh and access tokens stop working",
 )
 async def logout(
-    principal: CurrentPrincipal, uow: Uow, accounts: Accounts, redis: RedisDep, settings: SettingsDep
+    principal: CurrentPrincipal,
+    uow: Uow,
+    accounts: Accounts,
+    redis: RedisDep,
+    settings: SettingsDep,
 ) -> None:
     await accounts.revoke_session(principal.user_id, principal.session_id, reason="logout")
     await uow.commit()
-    await SessionRevocations(redis, settings.auth.access_token_ttl_s).revoke(
-        principal.session_id
-    )
+    await SessionRevocations(redis, settings.auth.access_token_ttl_s).revoke(principal.session_id)

@@ -4,8 +4,14 @@ import uuid
 
 from fastapi import APIRouter
 
-from api.deps import Accounts, CurrentDriver, CurrentMember, CurrentPrincipal, CurrentRider
-from api.deps import Memberships
+from api.deps import (
+    Accounts,
+    CurrentDriver,
+    CurrentMember,
+    CurrentPrincipal,
+    CurrentRider,
+    Memberships,
+)
 from api.problems import problem_responses
 from api.schemas import AccountRead
 from governance.schemas import MembershipChangeRead, MembershipRead

@@ -77,7 +77,9 @@ async def test_password_is_stored_as_argon2id(client: httpx.AsyncClient, session
 
     assert isinstance(session, AsyncSession)
     rider = await make_account(client, "rider")
-    stored = (await session.execute(select(User.password_hash).where(User.id == rider.user_id))).scalar_one()
+    stored = (
+        await session.execute(select(User.password_hash).where(User.id == rider.user_id))
+    ).scalar_one()
     assert stored.startswith("$argon2id$")
     assert PASSWORD not in stored
 
@@ -86,7 +88,9 @@ async def test_wrong_password_is_401_and_same_as_unknown_login(
     client: httpx.AsyncClient,
 ) -> None:
     rider = await make_account(client, "rider")
-    wrong = await client.post("/v1/auth/login", json={"login": rider.email, "password": "nope nope nope"})
+    wrong = await client.post(
+        "/v1/auth/login", json={"login": rider.email, "password": "nope nope nope"}
+    )
     unknown = await client.post(
         "/v1/auth/login", json={"login": "nobody@example.org", "password": "nope nope nope"}
     )
@@ -102,7 +106,9 @@ async def test_login_attempts_are_rate_limited(client: httpx.AsyncClient) -> Non
             "/v1/auth/login", json={"login": rider.email, "password": "wrong password"}
         )
         assert response.status_code == 401
-    response = await client.post("/v1/auth/login", json={"login": rider.email, "password": PASSWORD})
+    response = await client.post(
+        "/v1/auth/login", json={"login": rider.email, "password": PASSWORD}
+    )
     assert response.status_code == 429
     assert _type(response) == "login-rate-limited"
     assert response.json()["retry_after_s"] > 0
@@ -131,7 +137,7 @@ async def test_expired_token_is_401(client: httpx.AsyncClient, settings: Setting
 
 async def test_tampered_token_is_401(client: httpx.AsyncClient, settings: Settings) -> None:
     rider = await make_account(client, "rider")
-    header, payload, signature = rider.access_token.split(".")
+    header, _payload, signature = rider.access_token.split(".")
     claims = jwt.decode(rider.access_token, options={"verify_signature": False})
     claims["role"] = "admin"
     claims["scope"] = "admin"
@@ -142,7 +148,9 @@ async def test_tampered_token_is_401(client: httpx.AsyncClient, settings: Settin
         jwt.encode(claims, None, algorithm="none"),  # unsigned
         rider.access_token[:-4] + ("AAAA" if not rider.access_token.endswith("AAAA") else "BBBB"),
     ):
-        response = await client.get("/v1/admin/members", headers={"Authorization": f"Bearer {forged}"})
+        response = await client.get(
+            "/v1/admin/members", headers={"Authorization": f"Bearer {forged}"}
+        )
         assert response.status_code == 401, forged
         assert _type(response) == "invalid-token"
 

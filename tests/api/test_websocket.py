@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
+
+from infra.settings import Settings
+from tests.factories import make_account, make_admin
+
+
+async def _next(ws: ClientConnection) -> dict[str, Any]:
+    frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 5.0))
+    return frame
+
+
+async def test_connect_without_a_token_is_refused(live_server: str) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(f"ws://{live_server}/v1/ws"):
+            pass
+    assert refused.value.response.status_code == 401
+    assert b"invalid-token" in refused.value.response.body
+
+
+async def test_connect_with_a_tampered_token_is_refused(
+    live_server: str, client: httpx.AsyncClient
+) -> None:
+    rider = await make_account(client, "rider")
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(f"ws://{live_server}/v1/ws?access_token={rider.access_token}x"):
+            pass
+    assert refused.value.response.status_code == 401
+
+
+async def test_hello_ping_and_bad_frames_keep_the_connection(
+    live_server: str, client: httpx.AsyncClient
+) -> None:
+    rider = await make_account(client, "rider")
+    async with connect(f"ws://{live_server}/v1/ws", additional_headers=rider.headers) as ws:
+        hello = await _next(ws)
+        assert hello == {"type": "hello", "user_id": str(rider.user_id), "role": "rider"}
+        await ws.send("{not json")
+        assert (await _next(ws))["code"] == "malformed-json"
+        await ws.send(json.dumps({"type": "launch-rockets"}))
+        assert (await _next(ws))["code"] == "unknown-type"
+        await ws.send(json.dumps(["no", "type"]))
+        assert (await _next(ws))["code"] == "malformed-frame"
+        await ws.send(json.dumps({"type": "ping", "id": 7}))
+        assert await _next(ws) == {"type": "pong", "id": 7}
+
+
+async def test_membership_change_is_pushed_to_the_driver(
+    live_server: str, client: httpx.AsyncClient, session: AsyncSession, settings: Settings
+) -> None:
+    admin = await make_admin(client, session, settings)
+    driver = await make_account(client, "driver")
+    url = f"ws://{live_server}/v1/ws?access_token={driver.access_token}"
+    async with connect(url) as ws:
+        await _next(ws)  # hello: subscribed from here on
+        response = await client.post(
+            f"/v1/admin/members/{driver.user_id}/transitions",
+            json={
+                "to_status": "member",
+                "reason": "share paid",
+                "share_amount": 5000,
+                "share_currency": "USD",
+            },
+            headers=admin.headers,
+        )
+        assert response.status_code == 200
+        event = await _next(ws)
+        assert event["event"] == "MembershipChanged"
+        assert event["data"]["to_status"] == "member"
+
+
+async def test_logout_is_pushed_to_open_sockets(
+    live_server: str, client: httpx.AsyncClient
+) -> None:
+    rider = await make_account(client, "rider")
+    async with connect(f"ws://{live_server}/v1/ws", additional_headers=rider.headers) as ws:
+        await _next(ws)
+        await client.post("/v1/auth/logout", headers=rider.headers)
+        event = await _next(ws)
+        assert event["event"] == "SessionRevoked"
+        assert event["data"]["reason"] == "logout"
