@@ -80,7 +80,6 @@ class ApiSettings(_Base):
     port: int = Field(default=8000, ge=1, le=65_535)
     workers: int = Field(default=1, ge=1, le=64)
     max_body_bytes: int = Field(default=1_048_576, ge=1_024)
-    public_url: str = "http://127.0.0.1:8000"
     # When set, /metrics asks for it as a bearer token; required in production.
     metrics_token: str | None = Field(default=None, min_length=16)
 
