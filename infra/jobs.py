@@ -87,12 +87,12 @@ class JobConsumer:
     async def run_once(self, block_ms: int = 1_000, count: int = 32) -> int:
         """Handles the jobs other workers abandoned, then new ones; returns how many ran."""
         handled = 0
-        claimed = await self.redis.xautoclaim(
+        claimed: list[Any] = await self.redis.xautoclaim(
             self.stream, self.group, self.consumer, self.claim_idle_ms, "0-0", count=count
         )
         for message_id, fields in claimed[1]:
             handled += await self._handle(message_id, fields)
-        fresh = await self.redis.xreadgroup(
+        fresh: Any = await self.redis.xreadgroup(
             self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms
         )
         for _stream, messages in fresh or []:
@@ -132,5 +132,7 @@ class JobConsumer:
         return 1
 
     async def _dead(self, message_id: str, fields: Mapping[str, str], reason: str) -> None:
-        await self.redis.xadd(DEAD_LETTER_STREAM, {**fields, "reason": reason[:500]})
+        dead: dict[str | bytes, str | bytes] = dict(fields.items())
+        dead["reason"] = reason[:500]
+        await self.redis.xadd(DEAD_LETTER_STREAM, dead)  # type: ignore[arg-type]
         await self.redis.xack(self.stream, self.group, message_id)

@@ -26,6 +26,7 @@ from api.app import create_app
 from api.state import Resources
 from infra.clock import SystemClock
 from infra.db import create_engine
+from infra.deploy.services import pid_alive
 from infra.migrations import upgrade
 from infra.redis import create_redis
 from infra.settings import (
@@ -54,16 +55,6 @@ def _redis_url() -> str:
     return base.rsplit("/", 1)[0] + "/" + os.environ.get("RIDECOOP_TEST_REDIS_DB", "15")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 async def _create_test_database(name: str) -> None:
     admin = await asyncpg.connect(_plain(_server_url()) + "/postgres")
     try:
@@ -72,7 +63,7 @@ async def _create_test_database(name: str) -> None:
             "SELECT datname FROM pg_database WHERE datname LIKE 'ridecoop_test_%'"
         ):
             pid = row["datname"].rsplit("_", 1)[-1]
-            if pid.isdigit() and not _pid_alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 await admin.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.execute(f'CREATE DATABASE "{name}"')
