@@ -45,9 +45,10 @@ class LoginIdentifier:
         except ValueError:
             return cls(email=None, phone=None)
 
-    @property
-    def rate_limit_key(self) -> str:
-        return f"ratelimit:login:{self.email or self.phone or 'unparseable'}"
+    def rate_limit_key(self, client: str) -> str:
+        # Per login and client address: a stranger hammering someone's login must not
+        # lock its owner out from everywhere.
+        return f"ratelimit:login:{client}:{self.email or self.phone or 'unparseable'}"
 
 
 class AccountService:

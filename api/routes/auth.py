@@ -56,9 +56,10 @@ async def login(
     settings: SettingsDep,
 ) -> TokenPair:
     identifier = LoginIdentifier.parse(body.login)
+    limit_key = identifier.rate_limit_key(request.client.host if request.client else "unknown")
     limit = await ratelimit.hit(
         redis,
-        identifier.rate_limit_key,
+        limit_key,
         settings.auth.login_attempts_per_window,
         settings.auth.login_window_s,
     )
@@ -66,7 +67,7 @@ async def login(
         raise LoginRateLimited(retry_after_s=limit.retry_after_s)
     issued = await accounts.login(identifier, body.password)
     await uow.commit()
-    await ratelimit.reset(redis, identifier.rate_limit_key)
+    await ratelimit.reset(redis, limit_key)
     return _pair(issued, settings.auth.access_token_ttl_s)
 
 

@@ -6,6 +6,7 @@ from datetime import timedelta
 import httpx
 import jwt
 import pytest
+from fastapi import FastAPI
 
 from accounts.models import Role
 from accounts.tokens import issue_access_token
@@ -259,3 +260,19 @@ async def test_body_that_is_not_json_is_a_422_problem(client: httpx.AsyncClient)
 async def test_admin_cannot_register_through_the_api(client: httpx.AsyncClient) -> None:
     response = await client.post("/v1/auth/register", json=registration("admin"))
     assert response.status_code == 422
+
+
+async def test_login_rate_limit_does_not_lock_the_owner_out_elsewhere(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    rider = await make_account(client, "rider")
+    for _ in range(6):
+        await client.post(
+            "/v1/auth/login", json={"login": rider.email, "password": "wrong password"}
+        )
+    elsewhere = httpx.ASGITransport(app=app, client=("192.0.2.7", 50000))
+    async with httpx.AsyncClient(transport=elsewhere, base_url="http://testserver") as owner:
+        response = await owner.post(
+            "/v1/auth/login", json={"login": rider.email, "password": PASSWORD}
+        )
+    assert response.status_code == 200

@@ -1,0 +1,67 @@
+"""``ridecoop worker``: runs jobs from the queue and the periodic jobs of every domain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Mapping, Sequence
+
+from redis.asyncio import Redis
+
+from infra.clock import Clock, SystemClock
+from infra.jobs import Handler, JobConsumer
+from infra.logging import get_logger
+from infra.schedule import Periodic, claim
+
+log = get_logger(__name__)
+
+
+class Worker:
+    def __init__(
+        self,
+        redis: Redis,
+        handlers: Mapping[str, Handler],
+        periodic: Sequence[Periodic],
+        clock: Clock | None = None,
+    ) -> None:
+        self.redis = redis
+        self.consumer = JobConsumer(redis, handlers)
+        self.periodic = list(periodic)
+        self.clock = clock or SystemClock()
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run_periodic_once(self) -> int:
+        ran = 0
+        now = self.clock.now()
+        for job in self.periodic:
+            if await claim(self.redis, job, now):
+                try:
+                    await job.run(now)
+                    ran += 1
+                except Exception:
+                    log.exception("periodic_job_failed", job=job.name)
+        return ran
+
+    async def run(self) -> None:
+        await self.consumer.ensure_group()
+        log.info("worker_started", consumer=self.consumer.consumer, periodic=len(self.periodic))
+        while not self._stop.is_set():
+            await self.run_periodic_once()
+            try:
+                await self.consumer.run_once(block_ms=1_000)
+            except Exception:
+                # Redis hiccups must not kill the worker; jobs are pending, not lost.
+                log.exception("job_batch_failed")
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=1.0)
+        log.info("worker_stopped")
+
+
+def install_stop_signals(worker: Worker) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, worker.stop)
