@@ -8,8 +8,17 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import lru_cache
 from typing import Self
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PostgresDsn, RedisDsn, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PostgresDsn,
+    RedisDsn,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Anything that still contains this marker was never configured for real.
@@ -84,6 +93,61 @@ class ApiSettings(_Base):
     metrics_token: str | None = Field(default=None, min_length=16)
 
 
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value
+
+
+class StripeSettings(_Base):
+    model_config = SettingsConfigDict(env_prefix="RIDECOOP_STRIPE_", extra="ignore", frozen=True)
+
+    api_key: str = f"sk_test_{PLACEHOLDER_MARKER}-0123456789abcdef"
+    webhook_secret: str = f"whsec_{PLACEHOLDER_MARKER}-0123456789abcdef"
+    # Tests point this at a loopback fake; production leaves it alone.
+    api_base: str = "https://api.stripe.com"
+    # Where Stripe sends a driver back after onboarding, and where an expired or used
+    # onboarding link sends them to get a fresh one.
+    connect_return_url: str = f"https://{PLACEHOLDER_MARKER}.ridecoop.example/connect/return"
+    connect_refresh_url: str = f"https://{PLACEHOLDER_MARKER}.ridecoop.example/connect/refresh"
+    max_network_retries: int = Field(default=2, ge=0, le=10)
+    timeout_s: float = Field(default=10, gt=0, le=80)
+
+    @field_validator("api_key")
+    @classmethod
+    def _secret_or_restricted_key(cls, value: str) -> str:
+        if not value.startswith(("sk_", "rk_")):
+            raise ValueError("the Stripe API key is a secret (sk_) or restricted (rk_) key")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_signing_secret(cls, value: str) -> str:
+        if not value.startswith("whsec_"):
+            raise ValueError("the webhook signing secret starts with whsec_")
+        return value
+
+    @field_validator("api_base")
+    @classmethod
+    def _api_base_without_trailing_slash(cls, value: str) -> str:
+        # The SDK appends paths that start with "/".
+        return _http_url(value).rstrip("/")
+
+    @field_validator("connect_return_url", "connect_refresh_url")
+    @classmethod
+    def _absolute_url(cls, value: str) -> str:
+        return _http_url(value)
+
+    def placeholders(self) -> list[str]:
+        """The names of the variables that still hold a placeholder (empty when configured)."""
+        return [
+            f"RIDECOOP_STRIPE_{name.upper()}"
+            for name in ("api_key", "webhook_secret", "connect_return_url", "connect_refresh_url")
+            if PLACEHOLDER_MARKER in getattr(self, name)
+        ]
+
+
 class Settings(BaseModel):
     """The whole configuration, validated once at start-up."""
 
@@ -94,6 +158,7 @@ class Settings(BaseModel):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    stripe: StripeSettings = Field(default_factory=StripeSettings)
 
     @model_validator(mode="after")
     def _refuse_placeholders_in_production(self) -> Self:
@@ -103,6 +168,8 @@ class Settings(BaseModel):
                     "RIDECOOP_AUTH_JWT_SECRET still holds a placeholder; "
                     "set a random secret of at least 32 characters in production"
                 )
+            if placeholders := self.stripe.placeholders():
+                raise ValueError(f"{', '.join(placeholders)} still hold placeholders")
             if not self.api.metrics_token:
                 raise ValueError("RIDECOOP_API_METRICS_TOKEN must be set in production")
             if self.auth.argon2_memory_kib < 19_456 or self.auth.argon2_time_cost < 2:

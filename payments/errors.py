@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 
-from infra.errors import Conflict
+from infra.errors import Conflict, DomainError, Invalid, NotFound, ServiceUnavailable
 
 
 class FarePolicyMismatch(Conflict):
@@ -25,3 +25,80 @@ class FarePolicyMismatch(Conflict):
         self.expected_version = expected_version
         self.given_id = given_id
         self.given_version = given_version
+
+
+class CardDeclined(Invalid):
+    status = 402
+    type = "card-declined"
+    title = "The card was declined"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        decline_code: str | None = None,
+        payment_intent_id: str | None = None,
+    ) -> None:
+        super().__init__(detail, decline_code=decline_code)
+        self.decline_code = decline_code
+        self.payment_intent_id = payment_intent_id
+
+
+class CardAuthenticationRequired(Invalid):
+    status = 402
+    type = "card-authentication-required"
+    title = "The bank asks the rider to authenticate this payment"
+
+    def __init__(self, detail: str | None = None, *, payment_intent_id: str | None = None) -> None:
+        super().__init__(detail)
+        self.payment_intent_id = payment_intent_id
+
+
+class PaymentRequestRejected(Invalid):
+    type = "payment-request-rejected"
+    title = "The payment provider refused the request"
+
+    def __init__(
+        self, detail: str | None = None, *, stripe_code: str | None, param: str | None
+    ) -> None:
+        super().__init__(detail, stripe_code=stripe_code)
+        self.stripe_code = stripe_code
+        self.param = param
+
+
+class PaymentResourceMissing(NotFound):
+    type = "payment-resource-missing"
+    title = "The payment provider has no such object"
+
+
+class IdempotencyKeyReused(Conflict):
+    type = "idempotency-key-reused"
+    title = "This idempotency key was already used with different parameters"
+
+    def __init__(self, idempotency_key: str) -> None:
+        super().__init__(f"idempotency key {idempotency_key!r} was used with other parameters")
+        self.idempotency_key = idempotency_key
+
+
+class PaymentProviderUnavailable(ServiceUnavailable):
+    """Transient: the same call with the same idempotency key may be retried."""
+
+    type = "payment-provider-unavailable"
+    title = "The payment provider is unavailable; try again"
+
+
+class PaymentProviderMisconfigured(ServiceUnavailable):
+    type = "payment-provider-misconfigured"
+    title = "The payment provider refused our credentials"
+
+
+class WebhookSignatureInvalid(DomainError):
+    status = 400
+    type = "webhook-signature-invalid"
+    title = "The webhook signature is missing, wrong or too old"
+
+
+class WebhookPayloadInvalid(DomainError):
+    status = 400
+    type = "webhook-payload-invalid"
+    title = "The webhook body is not a Stripe event"

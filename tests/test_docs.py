@@ -11,7 +11,14 @@ from pathlib import Path
 from pydantic_settings import BaseSettings
 
 from infra.errors import DomainError
-from infra.settings import ApiSettings, AuthSettings, CoreSettings, DatabaseSettings, RedisSettings
+from infra.settings import (
+    ApiSettings,
+    AuthSettings,
+    CoreSettings,
+    DatabaseSettings,
+    RedisSettings,
+    StripeSettings,
+)
 
 DOCS = Path(__file__).parent.parent / "docs"
 
@@ -28,6 +35,7 @@ def test_every_setting_is_documented_with_its_default() -> None:
         RedisSettings,
         AuthSettings,
         ApiSettings,
+        StripeSettings,
     ]
     for cls in classes:
         prefix = cls.model_config.get("env_prefix", "")

@@ -11,16 +11,26 @@ from infra.settings import (
     DatabaseSettings,
     Environment,
     Settings,
+    StripeSettings,
 )
 
 REAL_SECRET = "d3c1f0a8b47e4e2f9a6b5c4d3e2f1a0b9c8d7e6f"
 
 
-def _production(**auth: object) -> Settings:
+REAL_STRIPE = StripeSettings(
+    api_key="sk_live_51Habcdefghijklmnop",
+    webhook_secret="whsec_abcdefghijklmnop",
+    connect_return_url="https://ridecoop.example/connect/return",
+    connect_refresh_url="https://ridecoop.example/connect/refresh",
+)
+
+
+def _production(stripe: StripeSettings = REAL_STRIPE, **auth: object) -> Settings:
     return Settings(
         core=CoreSettings(env=Environment.production),
         auth=AuthSettings(**auth),  # type: ignore[arg-type]
         api=ApiSettings(metrics_token="scrape-token-0123456789"),
+        stripe=stripe,
     )
 
 
@@ -34,11 +44,17 @@ def test_production_refuses_weak_password_hashing() -> None:
         _production(jwt_secret=REAL_SECRET, argon2_memory_kib=1024)
 
 
+def test_production_refuses_placeholder_stripe_settings() -> None:
+    with pytest.raises(ValidationError, match="RIDECOOP_STRIPE_API_KEY"):
+        _production(stripe=StripeSettings(), jwt_secret=REAL_SECRET)
+
+
 def test_production_requires_a_metrics_token() -> None:
     with pytest.raises(ValidationError, match="METRICS_TOKEN"):
         Settings(
             core=CoreSettings(env=Environment.production),
             auth=AuthSettings(jwt_secret=REAL_SECRET),
+            stripe=REAL_STRIPE,
         )
 
 
