@@ -102,3 +102,33 @@ class WebhookPayloadInvalid(DomainError):
     status = 400
     type = "webhook-payload-invalid"
     title = "The webhook body is not a Stripe event"
+
+
+class LedgerDraftInvalid(Invalid):
+    type = "ledger-draft-invalid"
+    title = "The ledger transaction is not valid"
+
+
+class LedgerIdempotencyConflict(Conflict):
+    type = "ledger-idempotency-conflict"
+    title = "This idempotency key was already used for a different ledger transaction"
+
+
+class LedgerAccountOverdrawn(Conflict):
+    type = "ledger-account-overdrawn"
+    title = "An account that may not go negative would go below zero"
+
+
+class DividendCashShareTooLow(Invalid):
+    type = "dividend-cash-share-too-low"
+    title = "A patronage dividend must pay the required share in cash"
+
+
+class FarePolicyNotInForce(NotFound):
+    type = "fare-policy-not-in-force"
+    title = "No fare policy is in force at that time"
+
+
+class FarePolicyVersionExists(Conflict):
+    type = "fare-policy-version-exists"
+    title = "A fare policy with this version number already exists"

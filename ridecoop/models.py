@@ -6,8 +6,9 @@ from sqlalchemy import MetaData
 
 import accounts.models
 import governance.models
+import payments.models
 from infra.db import Base
 
-__all__ = ["accounts", "governance", "metadata"]
+__all__ = ["accounts", "governance", "metadata", "payments"]
 
 metadata: MetaData = Base.metadata

@@ -1,0 +1,378 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select, text, tuple_
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from infra.ids import new_id
+from payments.errors import (
+    FarePolicyNotInForce,
+    FarePolicyVersionExists,
+    LedgerAccountOverdrawn,
+)
+from payments.ledger import (
+    AccountKind,
+    AccountRef,
+    BalanceMismatch,
+    LedgerVerification,
+    Posting,
+    StatementEntry,
+    StatementPeriod,
+    TransactionDraft,
+    TransactionKind,
+    UnbalancedTransaction,
+)
+from payments.models import FarePolicyVersion, LedgerAccount, LedgerPosting, LedgerTransaction
+from payments.policy import FarePolicy
+
+# Raised by the ledger_apply_postings trigger (migration 0002).
+NON_NEGATIVE_CONSTRAINT = "ledger_account_non_negative"
+
+
+class LedgerRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def insert_transaction(
+        self,
+        draft: TransactionDraft,
+        *,
+        transaction_id: uuid.UUID,
+        fingerprint: str,
+        recorded_at: datetime,
+    ) -> bool:
+        """Inserts the transaction and its postings, creating missing accounts; False if
+        the idempotency key is already taken (by a committed transaction: a concurrent
+        insert of the same key waits for the other to commit or roll back first).
+
+        Raises ``LedgerAccountOverdrawn`` when the database refuses a balance below zero;
+        the session stays usable, since all of it runs in a savepoint."""
+        try:
+            async with self.session.begin_nested():
+                account_ids = await self._account_ids({p.account for p in draft.postings})
+                inserted = await self.session.execute(
+                    insert(LedgerTransaction)
+                    .values(
+                        id=transaction_id,
+                        idempotency_key=draft.idempotency_key,
+                        kind=draft.kind.value,
+                        description=draft.description,
+                        reference=draft.reference,
+                        fingerprint=fingerprint,
+                        recorded_at=recorded_at,
+                    )
+                    .on_conflict_do_nothing(index_elements=[LedgerTransaction.idempotency_key])
+                    .returning(LedgerTransaction.id)
+                )
+                if inserted.scalar_one_or_none() is None:
+                    return False
+                # One statement: the balance trigger runs once and sees the whole transaction.
+                await self.session.execute(
+                    insert(LedgerPosting).values(
+                        [
+                            {
+                                "transaction_id": transaction_id,
+                                "account_id": account_ids[p.account],
+                                "currency": p.currency,
+                                "amount": p.amount,
+                            }
+                            for p in draft.postings
+                        ]
+                    )
+                )
+        except DBAPIError as exc:
+            if _constraint_name(exc) == NON_NEGATIVE_CONSTRAINT:
+                raise LedgerAccountOverdrawn(_first_line(exc)) from exc
+            raise
+        return True
+
+    async def transaction_by_key(self, idempotency_key: str) -> LedgerTransaction | None:
+        result = await self.session.execute(
+            select(LedgerTransaction).where(LedgerTransaction.idempotency_key == idempotency_key)
+        )
+        return result.scalar_one_or_none()
+
+    async def postings_of(self, transaction_id: uuid.UUID) -> tuple[Posting, ...]:
+        result = await self.session.execute(
+            select(LedgerAccount.kind, LedgerAccount.currency, LedgerAccount.owner_id)
+            .add_columns(LedgerPosting.amount)
+            .join(LedgerAccount, LedgerAccount.id == LedgerPosting.account_id)
+            .where(LedgerPosting.transaction_id == transaction_id)
+            .order_by(LedgerPosting.id)
+        )
+        return tuple(
+            Posting(AccountRef(AccountKind(kind), currency, owner_id), amount)
+            for kind, currency, owner_id, amount in result
+        )
+
+    async def signed_balance(self, account: AccountRef) -> int:
+        result = await self.session.execute(
+            select(LedgerAccount.balance_amount).where(
+                LedgerAccount.code == account.code, LedgerAccount.currency == account.currency
+            )
+        )
+        return result.scalar_one_or_none() or 0
+
+    async def signed_balances(
+        self, kind: AccountKind, currency: str | None
+    ) -> list[tuple[AccountRef, int]]:
+        query = (
+            select(LedgerAccount.currency, LedgerAccount.owner_id, LedgerAccount.balance_amount)
+            .where(LedgerAccount.kind == kind.value)
+            .order_by(LedgerAccount.currency, LedgerAccount.code)
+        )
+        if currency is not None:
+            query = query.where(LedgerAccount.currency == currency)
+        result = await self.session.execute(query)
+        return [
+            (AccountRef(kind, account_currency, owner_id), balance)
+            for account_currency, owner_id, balance in result
+        ]
+
+    async def statement_entries(
+        self, account: AccountRef, period: StatementPeriod
+    ) -> tuple[int, list[StatementEntry]]:
+        """The account's signed balance before the period and its postings in it."""
+        account_id = await self.session.scalar(
+            select(LedgerAccount.id).where(
+                LedgerAccount.code == account.code, LedgerAccount.currency == account.currency
+            )
+        )
+        if account_id is None:
+            return 0, []
+        opening = await self.session.scalar(
+            select(func.coalesce(func.sum(LedgerPosting.amount), 0))
+            .select_from(LedgerPosting)
+            .join(LedgerTransaction, LedgerTransaction.id == LedgerPosting.transaction_id)
+            .where(
+                LedgerPosting.account_id == account_id,
+                LedgerTransaction.recorded_at < period.start,
+            )
+        )
+        result = await self.session.execute(
+            select(
+                LedgerTransaction.id,
+                LedgerTransaction.recorded_at,
+                LedgerTransaction.kind,
+                LedgerTransaction.description,
+                LedgerTransaction.reference,
+                LedgerPosting.amount,
+            )
+            .join(LedgerTransaction, LedgerTransaction.id == LedgerPosting.transaction_id)
+            .where(
+                LedgerPosting.account_id == account_id,
+                LedgerTransaction.recorded_at >= period.start,
+                LedgerTransaction.recorded_at < period.end,
+            )
+            .order_by(LedgerTransaction.recorded_at, LedgerPosting.id)
+        )
+        entries = [
+            StatementEntry(
+                transaction_id=transaction_id,
+                recorded_at=recorded_at,
+                kind=TransactionKind(kind),
+                description=description,
+                reference=reference,
+                amount=amount,
+            )
+            for transaction_id, recorded_at, kind, description, reference, amount in result
+        ]
+        return int(opening or 0), entries
+
+    async def verification(self) -> LedgerVerification:
+        findings = await self.session.execute(text(_VERIFY))
+        unbalanced: list[UnbalancedTransaction] = []
+        empty: list[uuid.UUID] = []
+        mismatched: list[BalanceMismatch] = []
+        totals: dict[str, int] = {}
+        postings = transactions = accounts = 0
+        for finding, row_id, code, currency, amount, other in findings:
+            if finding == "unbalanced":
+                unbalanced.append(UnbalancedTransaction(row_id, currency, int(amount)))
+            elif finding == "empty":
+                empty.append(row_id)
+            elif finding == "mismatch":
+                mismatched.append(BalanceMismatch(row_id, code, currency, int(amount), int(other)))
+            elif finding == "total":
+                totals[currency] = int(amount)
+                postings += int(other)
+            else:
+                transactions, accounts = int(amount), int(other)
+        return LedgerVerification(
+            transactions=transactions,
+            postings=postings,
+            accounts=accounts,
+            unbalanced=tuple(unbalanced),
+            empty_transactions=tuple(empty),
+            mismatched_balances=tuple(mismatched),
+            totals=totals,
+        )
+
+    async def _account_ids(self, accounts: Iterable[AccountRef]) -> dict[AccountRef, uuid.UUID]:
+        # Sorted, so concurrent creators insert in the same order and cannot deadlock.
+        wanted = sorted(accounts, key=lambda a: (a.code, a.currency))
+        await self.session.execute(
+            insert(LedgerAccount)
+            .values(
+                [
+                    {
+                        "id": new_id(),
+                        "code": a.code,
+                        "kind": a.kind.value,
+                        "currency": a.currency,
+                        "normal_side": a.rule.normal_side.value,
+                        "non_negative": a.rule.non_negative,
+                        "owner_id": a.owner_id,
+                    }
+                    for a in wanted
+                ]
+            )
+            .on_conflict_do_nothing(index_elements=[LedgerAccount.code, LedgerAccount.currency])
+        )
+        result = await self.session.execute(
+            select(LedgerAccount.code, LedgerAccount.currency, LedgerAccount.id).where(
+                tuple_(LedgerAccount.code, LedgerAccount.currency).in_(
+                    [(a.code, a.currency) for a in wanted]
+                )
+            )
+        )
+        ids = {(code, currency): account_id for code, currency, account_id in result}
+        return {a: ids[(a.code, a.currency)] for a in wanted}
+
+
+# One statement, so every figure comes from the same snapshot even while others record.
+_VERIFY = """
+WITH per_transaction AS (
+    SELECT transaction_id, currency, sum(amount) AS total
+      FROM ledger_postings
+     GROUP BY transaction_id, currency
+), per_account AS (
+    SELECT account_id, sum(amount) AS total, count(*) AS postings
+      FROM ledger_postings
+     GROUP BY account_id
+)
+SELECT 'unbalanced', transaction_id, NULL, currency, total, NULL::numeric
+  FROM per_transaction
+ WHERE total <> 0
+UNION ALL
+SELECT 'empty', t.id, NULL, NULL, NULL, NULL
+  FROM ledger_transactions AS t
+ WHERE NOT EXISTS (SELECT 1 FROM per_transaction AS p WHERE p.transaction_id = t.id)
+UNION ALL
+SELECT 'mismatch', a.id, a.code, a.currency, a.balance_amount, COALESCE(p.total, 0)
+  FROM ledger_accounts AS a
+  LEFT JOIN per_account AS p ON p.account_id = a.id
+ WHERE a.balance_amount <> COALESCE(p.total, 0)
+UNION ALL
+SELECT 'total', NULL, NULL, a.currency, sum(p.total), sum(p.postings)
+  FROM per_account AS p
+  JOIN ledger_accounts AS a ON a.id = p.account_id
+ GROUP BY a.currency
+UNION ALL
+SELECT 'counts', NULL, NULL, NULL,
+       (SELECT count(*) FROM ledger_transactions), (SELECT count(*) FROM ledger_accounts)
+"""
+
+
+class FarePolicyRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def policy_in_force(self, at: datetime) -> FarePolicy:
+        """The version with the latest ``effective_at`` not after ``at``; read from the
+        database on every call, so a new version applies from its first second."""
+        result = await self.session.execute(
+            select(FarePolicyVersion)
+            .where(FarePolicyVersion.effective_at <= at)
+            .order_by(FarePolicyVersion.effective_at.desc(), FarePolicyVersion.version.desc())
+            .limit(1)
+        )
+        row = result.scalar_one_or_none()
+        if row is None:
+            raise FarePolicyNotInForce(f"no fare policy is in force at {at.isoformat()}")
+        return _policy(row)
+
+    async def policy_by_id(self, policy_id: uuid.UUID) -> FarePolicy | None:
+        row = await self.session.get(FarePolicyVersion, policy_id)
+        return _policy(row) if row is not None else None
+
+    async def add_policy_version(self, policy: FarePolicy, *, reason: str) -> FarePolicy:
+        """Stores a new version; raises ``FarePolicyVersionExists`` if its number is
+        taken, even by a concurrent writer."""
+        row = FarePolicyVersion(**_columns(policy), reason=reason)
+        try:
+            async with self.session.begin_nested():
+                self.session.add(row)
+                await self.session.flush()
+        except IntegrityError as exc:
+            if _constraint_name(exc) == "uq_fare_policy_versions_version":
+                raise FarePolicyVersionExists(f"version {policy.version} exists") from exc
+            raise
+        return _policy(row)
+
+
+def _columns(policy: FarePolicy) -> dict[str, Any]:
+    return {
+        "id": policy.id,
+        "version": policy.version,
+        "effective_at": policy.effective_at,
+        "currency": policy.currency,
+        "base_fare_amount": policy.base_fare,
+        "per_km_amount": policy.per_km,
+        "per_minute_amount": policy.per_minute,
+        "booking_fee_amount": policy.booking_fee,
+        "minimum_fare_amount": policy.minimum_fare,
+        "waiting_per_minute_amount": policy.waiting_per_minute,
+        "cancellation_fee_amount": policy.cancellation_fee,
+        "no_show_fee_amount": policy.no_show_fee,
+        "waiting_grace_s": policy.waiting_grace_s,
+        "cancellation_grace_s": policy.cancellation_grace_s,
+        "quote_ttl_s": policy.quote_ttl_s,
+        "surge_cap": policy.surge_cap,
+        "commission_rate": policy.commission_rate,
+        "reserve_rate": policy.reserve_rate,
+        "deviation_tolerance": policy.deviation_tolerance,
+        "zone_surcharges": dict(policy.zone_surcharges),
+    }
+
+
+def _policy(row: FarePolicyVersion) -> FarePolicy:
+    return FarePolicy(
+        id=row.id,
+        version=row.version,
+        effective_at=row.effective_at,
+        currency=row.currency,
+        base_fare=row.base_fare_amount,
+        per_km=row.per_km_amount,
+        per_minute=row.per_minute_amount,
+        booking_fee=row.booking_fee_amount,
+        minimum_fare=row.minimum_fare_amount,
+        waiting_per_minute=row.waiting_per_minute_amount,
+        cancellation_fee=row.cancellation_fee_amount,
+        no_show_fee=row.no_show_fee_amount,
+        waiting_grace_s=row.waiting_grace_s,
+        cancellation_grace_s=row.cancellation_grace_s,
+        quote_ttl_s=row.quote_ttl_s,
+        surge_cap=Decimal(row.surge_cap),
+        commission_rate=Decimal(row.commission_rate),
+        reserve_rate=Decimal(row.reserve_rate),
+        deviation_tolerance=Decimal(row.deviation_tolerance),
+        zone_surcharges={zone: int(amount) for zone, amount in row.zone_surcharges.items()},
+    )
+
+
+def _constraint_name(exc: DBAPIError) -> str | None:
+    # SQLAlchemy wraps asyncpg's exception, which names the constraint that refused.
+    name = getattr(exc.orig.__cause__, "constraint_name", None) if exc.orig else None
+    return name if isinstance(name, str) else None
+
+
+def _first_line(exc: DBAPIError) -> str:
+    return str(exc.orig).splitlines()[0] if exc.orig else str(exc)
