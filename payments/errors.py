@@ -132,3 +132,39 @@ class FarePolicyNotInForce(NotFound):
 class FarePolicyVersionExists(Conflict):
     type = "fare-policy-version-exists"
     title = "A fare policy with this version number already exists"
+
+
+class RiderHasUnpaidFare(DomainError):
+    status = 402
+    type = "rider-has-unpaid-fare"
+    title = "An earlier fare is unpaid; settle it before requesting a ride"
+
+
+class PaymentMethodRequired(Conflict):
+    type = "payment-method-required"
+    title = "Save a card before requesting a ride"
+
+
+class RidePaymentNotFound(NotFound):
+    type = "ride-payment-not-found"
+    title = "No payment for this ride"
+
+
+class RidePaymentStateConflict(Conflict):
+    type = "ride-payment-state-conflict"
+    title = "The ride's payment is not in a state that allows this"
+
+
+class NothingToRefund(Conflict):
+    type = "nothing-to-refund"
+    title = "Nothing captured is left to refund"
+
+
+class PayoutAccountMissing(NotFound):
+    type = "payout-account-missing"
+    title = "The driver has not started payout onboarding"
+
+
+class RideHasNoFare(Conflict):
+    type = "ride-has-no-fare"
+    title = "The ride has no fare or driver yet"

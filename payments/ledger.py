@@ -449,10 +449,14 @@ def ride_settlement(
     reserve: Money,
     booking_fee: Money,
     pass_through: Money,
+    rider_id: uuid.UUID | None = None,
+    unpaid: Money | None = None,
 ) -> TransactionDraft:
-    """A captured fare: the whole charge lands in the Stripe balance and is owed to the
-    driver, the co-op (commission, reserve, booking fee) and third parties (zone
-    surcharges). Keyed by ride: a ride's fare is recognised once, captured or as debt."""
+    """A captured fare: the charge lands in the Stripe balance and is owed to the driver,
+    the co-op (commission, reserve, booking fee) and third parties (zone surcharges).
+    ``unpaid`` is the part of the fare the capture could not take (a metered fare above
+    the card's hold): the rider owes it. Keyed by ride: a ride's fare is recognised once,
+    captured or as debt."""
     total = _fare_total(
         driver=driver,
         commission=commission,
@@ -460,12 +464,24 @@ def ride_settlement(
         booking_fee=booking_fee,
         pass_through=pass_through,
     )
+    owed = unpaid if unpaid is not None else Money.zero(total.currency)
+    _non_negative(unpaid=owed)
+    if not owed.is_zero() and rider_id is None:
+        raise LedgerDraftInvalid("an unpaid part needs the rider who owes it")
+    captured = _minus(total, owed)
+    _positive(captured=captured)
+    debt = (
+        (debit(owned_account(AccountKind.rider_receivable, rider_id, total.currency), owed),)
+        if rider_id is not None and not owed.is_zero()
+        else ()
+    )
     return TransactionDraft(
         idempotency_key=f"ride:{ride_id}:settlement:v1",
         kind=TransactionKind.ride_settlement,
         description=f"Fare of ride {ride_id} captured",
         postings=_postings(
-            debit(stripe_balance(total.currency), total),
+            debit(stripe_balance(total.currency), captured),
+            *debt,
             *_fare_credits(driver_id, driver, commission, reserve, booking_fee, pass_through),
         ),
         reference=_token("charge_id", charge_id),

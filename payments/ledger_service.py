@@ -70,6 +70,11 @@ class LedgerService:
             created=False,
         )
 
+    async def has(self, idempotency_key: str) -> bool:
+        """Whether a transaction with this key is recorded (webhooks use it to record a
+        fact only when no other path recorded it first)."""
+        return await self.repository.transaction_by_key(idempotency_key) is not None
+
     async def balance(self, account: AccountRef) -> Money:
         """The account's balance in its normal direction; zero for an account never used."""
         return account.normal(await self.repository.signed_balance(account))

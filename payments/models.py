@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -188,3 +189,162 @@ class FarePolicyVersion(Base):
     )
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class RidePaymentStatus(StrEnum):
+    authorizing = "authorizing"  # the authorization call is recorded, not yet answered
+    authorized = "authorized"
+    declined = "declined"
+    capturing = "capturing"  # the final fare is priced; the capture is under way
+    captured = "captured"
+    in_debt = "in_debt"  # the capture failed: the rider owes the fare
+    debt_paid = "debt_paid"
+    cancelling = "cancelling"
+    cancelled = "cancelled"  # authorization released, nothing charged
+    fee_captured = "fee_captured"  # cancellation or no-show fee charged
+
+
+_RIDE_PAYMENT_STATUSES = ", ".join(f"'{s.value}'" for s in RidePaymentStatus)
+
+
+class PaymentCustomer(Base):
+    """A rider's Stripe customer and the card they charge by default."""
+
+    __tablename__ = "payment_customers"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    stripe_customer_id: Mapped[str] = mapped_column(String(255), unique=True)
+    default_payment_method_id: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class DriverPayoutAccount(Base):
+    """A driver's Stripe Connect Express account."""
+
+    __tablename__ = "driver_payout_accounts"
+
+    driver_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    stripe_account_id: Mapped[str] = mapped_column(String(255), unique=True)
+    details_submitted: Mapped[bool] = mapped_column(server_default=text("false"))
+    charges_enabled: Mapped[bool] = mapped_column(server_default=text("false"))
+    payouts_enabled: Mapped[bool] = mapped_column(server_default=text("false"))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class RidePayment(Base):
+    """The money side of one ride: what was authorized, priced, captured, transferred."""
+
+    __tablename__ = "ride_payments"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({_RIDE_PAYMENT_STATUSES})", name="status_known"),
+        CheckConstraint("authorized_amount > 0", name="authorized_positive"),
+        CheckConstraint("captured_amount IS NULL OR captured_amount >= 0", name="captured_ok"),
+        CheckConstraint("tip_amount IS NULL OR tip_amount > 0", name="tip_positive"),
+        CheckConstraint(
+            "refunded_amount >= 0 AND refunded_amount <= coalesce(captured_amount, 0)",
+            name="refund_within_capture",
+        ),
+        Index(
+            "ix_ride_payments_due",
+            "next_attempt_at",
+            postgresql_where=text("next_attempt_at IS NOT NULL"),
+        ),
+    )
+
+    ride_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    rider_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
+    driver_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"), index=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(16))
+    authorized_amount: Mapped[int] = mapped_column(BigInteger)
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    charge_id: Mapped[str | None] = mapped_column(String(255))
+    fare: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # line items, basis, policy
+    split: Mapped[dict[str, int] | None] = mapped_column(JSONB)  # driver, commission, ...
+    captured_amount: Mapped[int | None] = mapped_column(BigInteger)
+    refunded_amount: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    transfer_id: Mapped[str | None] = mapped_column(String(255))
+    transferred_amount: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    tip_amount: Mapped[int | None] = mapped_column(BigInteger)
+    tip_charge_id: Mapped[str | None] = mapped_column(String(255))
+    tip_transfer_id: Mapped[str | None] = mapped_column(String(255))
+    failure_code: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(server_default=text("0"))
+    next_attempt_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    settled_at: Mapped[datetime | None]
+
+
+class StripeCall(Base):
+    """Every call to Stripe that moves money, recorded (and committed) before it is made,
+    with the idempotency key it carries: a retry after a crash reuses the key, so Stripe
+    does the thing once."""
+
+    __tablename__ = "stripe_calls"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status_known"),
+    )
+
+    idempotency_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    operation: Mapped[str] = mapped_column(String(32))
+    ride_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    request: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(server_default=text("0"))
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class StripeEvent(Base):
+    """A webhook event, stored by id once when it arrives and processed by the worker."""
+
+    __tablename__ = "stripe_events"
+    __table_args__ = (
+        Index(
+            "ix_stripe_events_unprocessed",
+            "received_at",
+            postgresql_where=text("processed_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    account_id: Mapped[str | None] = mapped_column(String(255))
+    api_version: Mapped[str | None] = mapped_column(String(64))
+    stripe_created_at: Mapped[datetime]
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    received_at: Mapped[datetime]
+    processed_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(server_default=text("0"))
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class DriverPayout(Base):
+    """A payout from a driver's connected account to their bank, as Stripe reports it."""
+
+    __tablename__ = "driver_payouts"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    driver_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(32))
+    arrival_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+
+class ReconciliationRun(Base):
+    __tablename__ = "reconciliation_runs"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    period_from: Mapped[datetime]
+    period_to: Mapped[datetime]
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    checked: Mapped[int] = mapped_column(server_default=text("0"))
+    differences: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default=text("'[]'"))

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, text, tuple_
+from sqlalchemy import func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,7 +29,18 @@ from payments.ledger import (
     TransactionKind,
     UnbalancedTransaction,
 )
-from payments.models import FarePolicyVersion, LedgerAccount, LedgerPosting, LedgerTransaction
+from payments.models import (
+    DriverPayout,
+    DriverPayoutAccount,
+    FarePolicyVersion,
+    LedgerAccount,
+    LedgerPosting,
+    LedgerTransaction,
+    PaymentCustomer,
+    RidePayment,
+    StripeCall,
+    StripeEvent,
+)
 from payments.policy import FarePolicy
 
 # Raised by the ledger_apply_postings trigger (migration 0002).
@@ -376,3 +387,338 @@ def _constraint_name(exc: DBAPIError) -> str | None:
 
 def _first_line(exc: DBAPIError) -> str:
     return str(exc.orig).splitlines()[0] if exc.orig else str(exc)
+
+
+class CustomerRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, user_id: uuid.UUID) -> PaymentCustomer | None:
+        return await self.session.get(PaymentCustomer, user_id, populate_existing=True)
+
+    async def add(self, customer: PaymentCustomer) -> PaymentCustomer:
+        """Inserts, or returns the row a concurrent request inserted first."""
+        await self.session.execute(
+            insert(PaymentCustomer)
+            .values(
+                user_id=customer.user_id,
+                stripe_customer_id=customer.stripe_customer_id,
+                default_payment_method_id=customer.default_payment_method_id,
+                created_at=customer.created_at,
+                updated_at=customer.updated_at,
+            )
+            .on_conflict_do_nothing(index_elements=[PaymentCustomer.user_id])
+        )
+        stored = await self.get(customer.user_id)
+        assert stored is not None
+        return stored
+
+    async def set_default_payment_method(
+        self, user_id: uuid.UUID, payment_method_id: str, now: datetime
+    ) -> None:
+        await self.session.execute(
+            update(PaymentCustomer)
+            .where(PaymentCustomer.user_id == user_id)
+            .values(default_payment_method_id=payment_method_id, updated_at=now)
+        )
+
+
+class PayoutAccountRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, driver_id: uuid.UUID) -> DriverPayoutAccount | None:
+        return await self.session.get(DriverPayoutAccount, driver_id, populate_existing=True)
+
+    async def by_stripe_id(self, stripe_account_id: str) -> DriverPayoutAccount | None:
+        result = await self.session.execute(
+            select(DriverPayoutAccount).where(
+                DriverPayoutAccount.stripe_account_id == stripe_account_id
+            )
+        )
+        return result.scalar_one_or_none()
+
+    async def add(self, account: DriverPayoutAccount) -> DriverPayoutAccount:
+        await self.session.execute(
+            insert(DriverPayoutAccount)
+            .values(
+                driver_id=account.driver_id,
+                stripe_account_id=account.stripe_account_id,
+                details_submitted=account.details_submitted,
+                charges_enabled=account.charges_enabled,
+                payouts_enabled=account.payouts_enabled,
+                created_at=account.created_at,
+                updated_at=account.updated_at,
+            )
+            .on_conflict_do_nothing(index_elements=[DriverPayoutAccount.driver_id])
+        )
+        stored = await self.get(account.driver_id)
+        assert stored is not None
+        return stored
+
+    async def update_capabilities(
+        self,
+        stripe_account_id: str,
+        *,
+        details_submitted: bool,
+        charges_enabled: bool,
+        payouts_enabled: bool,
+        now: datetime,
+    ) -> DriverPayoutAccount | None:
+        result = await self.session.execute(
+            update(DriverPayoutAccount)
+            .where(DriverPayoutAccount.stripe_account_id == stripe_account_id)
+            .values(
+                details_submitted=details_submitted,
+                charges_enabled=charges_enabled,
+                payouts_enabled=payouts_enabled,
+                updated_at=now,
+            )
+            .returning(DriverPayoutAccount)
+            .execution_options(populate_existing=True)
+        )
+        return result.scalar_one_or_none()
+
+    async def upsert_payout(self, payout: DriverPayout) -> None:
+        await self.session.execute(
+            insert(DriverPayout)
+            .values(
+                id=payout.id,
+                driver_id=payout.driver_id,
+                amount=payout.amount,
+                currency=payout.currency,
+                status=payout.status,
+                arrival_at=payout.arrival_at,
+                updated_at=payout.updated_at,
+            )
+            .on_conflict_do_update(
+                index_elements=[DriverPayout.id],
+                set_={"status": payout.status, "updated_at": payout.updated_at},
+                # Stripe may deliver an older status after a newer one.
+                where=DriverPayout.updated_at <= payout.updated_at,
+            )
+        )
+
+    async def payouts(self, driver_id: uuid.UUID, limit: int) -> Sequence[DriverPayout]:
+        result = await self.session.execute(
+            select(DriverPayout)
+            .where(DriverPayout.driver_id == driver_id)
+            .order_by(DriverPayout.updated_at.desc())
+            .limit(limit)
+        )
+        return result.scalars().all()
+
+
+class RidePaymentRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, ride_id: uuid.UUID, *, lock: bool = False) -> RidePayment | None:
+        query = select(RidePayment).where(RidePayment.ride_id == ride_id)
+        if lock:
+            query = query.with_for_update()
+        result = await self.session.execute(query.execution_options(populate_existing=True))
+        return result.scalar_one_or_none()
+
+    async def by_payment_intent(self, payment_intent_id: str) -> RidePayment | None:
+        result = await self.session.execute(
+            select(RidePayment)
+            .where(RidePayment.payment_intent_id == payment_intent_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return result.scalar_one_or_none()
+
+    async def by_charge(self, charge_id: str) -> RidePayment | None:
+        result = await self.session.execute(
+            select(RidePayment)
+            .where((RidePayment.charge_id == charge_id) | (RidePayment.tip_charge_id == charge_id))
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return result.scalar_one_or_none()
+
+    async def add(self, payment: RidePayment) -> tuple[RidePayment, bool]:
+        """Inserts the ride's payment; (existing row, False) when the ride already has one."""
+        values = {c.key: getattr(payment, c.key) for c in RidePayment.__table__.columns}
+        values = {k: v for k, v in values.items() if v is not None}
+        inserted = await self.session.execute(
+            insert(RidePayment)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=[RidePayment.ride_id])
+            .returning(RidePayment.ride_id)
+        )
+        created = inserted.scalar_one_or_none() is not None
+        stored = await self.get(payment.ride_id, lock=True)
+        assert stored is not None
+        return stored, created
+
+    async def update(
+        self, ride_id: uuid.UUID, expected: Iterable[str] | None, values: dict[str, Any]
+    ) -> RidePayment | None:
+        """Compare-and-set on status (when ``expected`` is given); None if it did not match."""
+        query = update(RidePayment).where(RidePayment.ride_id == ride_id)
+        if expected is not None:
+            query = query.where(RidePayment.status.in_(list(expected)))
+        result = await self.session.execute(
+            query.values(**values).returning(RidePayment).execution_options(populate_existing=True)
+        )
+        return result.scalar_one_or_none()
+
+    async def due(self, now: datetime, limit: int) -> Sequence[uuid.UUID]:
+        """Rides whose payment has a step to retry now; skips rows another worker holds."""
+        result = await self.session.execute(
+            select(RidePayment.ride_id)
+            .where(RidePayment.next_attempt_at <= now)
+            .order_by(RidePayment.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return result.scalars().all()
+
+    async def waiting_transfers(self, driver_id: uuid.UUID) -> Sequence[RidePayment]:
+        result = await self.session.execute(
+            select(RidePayment).where(
+                RidePayment.driver_id == driver_id,
+                RidePayment.next_attempt_at.is_not(None),
+                RidePayment.status.in_(["captured", "debt_paid", "fee_captured"]),
+            )
+        )
+        return result.scalars().all()
+
+    async def for_rider(
+        self, rider_id: uuid.UUID, limit: int, before: datetime | None
+    ) -> Sequence[RidePayment]:
+        query = (
+            select(RidePayment)
+            .where(RidePayment.rider_id == rider_id)
+            .order_by(RidePayment.created_at.desc())
+            .limit(limit)
+        )
+        if before is not None:
+            query = query.where(RidePayment.created_at < before)
+        return (await self.session.execute(query)).scalars().all()
+
+    async def for_driver(
+        self, driver_id: uuid.UUID, start: datetime, end: datetime
+    ) -> Sequence[RidePayment]:
+        result = await self.session.execute(
+            select(RidePayment)
+            .where(
+                RidePayment.driver_id == driver_id,
+                RidePayment.settled_at >= start,
+                RidePayment.settled_at < end,
+            )
+            .order_by(RidePayment.settled_at)
+        )
+        return result.scalars().all()
+
+
+class StripeCallRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def record(self, call: StripeCall) -> StripeCall:
+        """Records the call before it is made; a retry finds the first record and its key."""
+        await self.session.execute(
+            insert(StripeCall)
+            .values(
+                idempotency_key=call.idempotency_key,
+                operation=call.operation,
+                ride_id=call.ride_id,
+                request=call.request,
+                status="pending",
+                created_at=call.created_at,
+                updated_at=call.updated_at,
+            )
+            .on_conflict_do_nothing(index_elements=[StripeCall.idempotency_key])
+        )
+        stored = await self.session.get(StripeCall, call.idempotency_key, populate_existing=True)
+        assert stored is not None
+        return stored
+
+    async def finish(
+        self,
+        idempotency_key: str,
+        *,
+        status: str,
+        result: dict[str, Any] | None,
+        error: str | None,
+        now: datetime,
+    ) -> None:
+        await self.session.execute(
+            update(StripeCall)
+            .where(StripeCall.idempotency_key == idempotency_key)
+            .values(
+                status=status,
+                result=result,
+                last_error=error,
+                attempts=StripeCall.attempts + 1,
+                updated_at=now,
+            )
+        )
+
+    async def get(self, idempotency_key: str) -> StripeCall | None:
+        return await self.session.get(StripeCall, idempotency_key, populate_existing=True)
+
+    async def for_ride(self, ride_id: uuid.UUID) -> Sequence[StripeCall]:
+        result = await self.session.execute(
+            select(StripeCall).where(StripeCall.ride_id == ride_id).order_by(StripeCall.created_at)
+        )
+        return result.scalars().all()
+
+
+class StripeEventRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def store(self, event: StripeEvent) -> bool:
+        """Stores the event once by its id; False when it was already stored."""
+        result = await self.session.execute(
+            insert(StripeEvent)
+            .values(
+                id=event.id,
+                type=event.type,
+                account_id=event.account_id,
+                api_version=event.api_version,
+                stripe_created_at=event.stripe_created_at,
+                payload=event.payload,
+                received_at=event.received_at,
+            )
+            .on_conflict_do_nothing(index_elements=[StripeEvent.id])
+            .returning(StripeEvent.id)
+        )
+        return result.scalar_one_or_none() is not None
+
+    async def claim(self, event_id: str) -> StripeEvent | None:
+        """Locks an unprocessed event for this worker; None if done or held by another."""
+        result = await self.session.execute(
+            select(StripeEvent)
+            .where(StripeEvent.id == event_id, StripeEvent.processed_at.is_(None))
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        )
+        return result.scalar_one_or_none()
+
+    async def unprocessed(self, older_than: datetime, limit: int) -> Sequence[str]:
+        result = await self.session.execute(
+            select(StripeEvent.id)
+            .where(StripeEvent.processed_at.is_(None), StripeEvent.received_at <= older_than)
+            .order_by(StripeEvent.received_at)
+            .limit(limit)
+        )
+        return result.scalars().all()
+
+    async def mark_processed(self, event_id: str, now: datetime) -> None:
+        await self.session.execute(
+            update(StripeEvent)
+            .where(StripeEvent.id == event_id)
+            .values(processed_at=now, attempts=StripeEvent.attempts + 1, last_error=None)
+        )
+
+    async def mark_failed(self, event_id: str, error: str) -> None:
+        await self.session.execute(
+            update(StripeEvent)
+            .where(StripeEvent.id == event_id)
+            .values(attempts=StripeEvent.attempts + 1, last_error=error[:2000])
+        )

@@ -353,7 +353,7 @@ def _by_code(draft: TransactionDraft) -> dict[str, int]:
     return totals
 
 
-def _settlement_shares() -> dict[str, Money]:
+def _settlement_shares() -> dict[str, Any]:
     return {
         "driver": usd(1_500),
         "commission": usd(300),
@@ -656,3 +656,35 @@ def test_a_statement_period_is_aware_and_ordered() -> None:
         StatementPeriod(start, start)
     with pytest.raises(LedgerDraftInvalid, match="timezone-aware"):
         StatementPeriod(start.replace(tzinfo=None), start + timedelta(days=1))
+
+
+def test_a_settlement_with_an_unpaid_part_leaves_the_rider_owing_it() -> None:
+    rider_id, driver_id, ride_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    draft = ledger.ride_settlement(
+        ride_id=ride_id,
+        driver_id=driver_id,
+        charge_id="ch_1",
+        driver=usd(800),
+        commission=usd(100),
+        reserve=usd(20),
+        booking_fee=usd(200),
+        pass_through=usd(0),
+        rider_id=rider_id,
+        unpaid=usd(120),
+    )
+    book = ledger.LedgerBook().record(draft)
+    assert book.balance(ledger.stripe_balance("USD")) == usd(1000)
+    owed = ledger.owned_account(ledger.AccountKind.rider_receivable, rider_id, "USD")
+    assert book.balance(owed) == usd(120)
+    with pytest.raises(LedgerDraftInvalid):
+        ledger.ride_settlement(
+            ride_id=ride_id,
+            driver_id=driver_id,
+            charge_id="ch_1",
+            driver=usd(800),
+            commission=usd(100),
+            reserve=usd(20),
+            booking_fee=usd(200),
+            pass_through=usd(0),
+            unpaid=usd(120),
+        )

@@ -1,0 +1,570 @@
+"""Money flows that call Stripe. The boundary of their own transactions.
+
+Every step runs the same way: record what is about to happen and the idempotency key it
+will carry, commit; call Stripe outside any transaction; record what Stripe said,
+commit. A crash or a timeout between the two leaves a recorded, unanswered step that
+``advance`` (run by the worker for every due payment) repeats with the same key, so
+Stripe acts once. Webhooks (payments.webhooks) record the same facts when they arrive
+first.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from decimal import Decimal
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from infra.clock import Clock
+from infra.db import transaction
+from infra.logging import get_logger
+from payments.errors import (
+    CardAuthenticationRequired,
+    CardDeclined,
+    NothingToRefund,
+    PaymentMethodRequired,
+    PaymentProviderUnavailable,
+    PaymentRequestRejected,
+    PayoutAccountMissing,
+    RidePaymentStateConflict,
+)
+from payments.ledger import Clawback
+from payments.models import RidePayment, RidePaymentStatus
+from payments.money import Money
+from payments.pricing import Fare, FareSplit
+from payments.schemas import (
+    CardSetup,
+    OnboardingLink,
+    PaymentMethodRead,
+    PayoutAccountRead,
+    RidePaymentRead,
+)
+from payments.service import (
+    PaymentService,
+    authorize_key,
+    cancel_key,
+    capture_key,
+    debt_charge_key,
+    refund_key,
+    reversal_key,
+    tip_transfer_key,
+    transfer_key,
+)
+from payments.stripe_gateway import GatewayProtocol
+
+log = get_logger(__name__)
+S = RidePaymentStatus
+# Headroom held on the card above the upfront price, so a metered fare within the
+# deviation tolerance (and some waiting) is still covered by the hold.
+DEFAULT_HOLD_HEADROOM = Decimal("0.25")
+
+
+def hold_amount(upfront: Money, headroom: Decimal = DEFAULT_HOLD_HEADROOM) -> Money:
+    """What to authorize for a ride priced ``upfront``: the price plus headroom, rounded."""
+    return upfront + upfront.times(headroom)
+
+
+def _metadata(ride_id: uuid.UUID, kind: str) -> Mapping[str, str]:
+    return {"ride_id": str(ride_id), "kind": kind}
+
+
+class PaymentFlows:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        gateway: GatewayProtocol,
+        clock: Clock,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.gateway = gateway
+        self.clock = clock
+
+    # Cards.
+
+    async def start_card_setup(self, rider_id: uuid.UUID, email: str, name: str) -> CardSetup:
+        customer_id = await self._customer_id(rider_id, email, name)
+        setup = await self.gateway.create_setup_intent(
+            customer_id=customer_id,
+            metadata={"rider_id": str(rider_id)},
+            idempotency_key=f"rider:{rider_id}:setup:{uuid.uuid4().hex}",
+        )
+        return CardSetup(
+            customer_id=customer_id,
+            setup_intent_id=setup.id,
+            client_secret=setup.client_secret,
+        )
+
+    async def save_card(self, rider_id: uuid.UUID, payment_method_id: str) -> None:
+        async with transaction(self.sessionmaker) as session:
+            customer = await PaymentService(session, self.clock).customer(rider_id)
+        if customer is None:
+            raise PaymentMethodRequired("Start a card set-up first")
+        await self.gateway.attach_payment_method(
+            payment_method_id=payment_method_id,
+            customer_id=customer.stripe_customer_id,
+            idempotency_key=f"rider:{rider_id}:attach:{payment_method_id}:v1",
+        )
+        async with transaction(self.sessionmaker) as session:
+            await PaymentService(session, self.clock).set_default_card(rider_id, payment_method_id)
+
+    async def cards(self, rider_id: uuid.UUID) -> list[PaymentMethodRead]:
+        async with transaction(self.sessionmaker) as session:
+            customer = await PaymentService(session, self.clock).customer(rider_id)
+        if customer is None:
+            return []
+        methods = await self.gateway.list_payment_methods(customer_id=customer.stripe_customer_id)
+        return [
+            PaymentMethodRead(
+                id=m.id,
+                brand=m.brand,
+                last4=m.last4,
+                exp_month=m.exp_month,
+                exp_year=m.exp_year,
+                default=m.id == customer.default_payment_method_id,
+            )
+            for m in methods
+        ]
+
+    async def _customer_id(self, rider_id: uuid.UUID, email: str, name: str) -> str:
+        async with transaction(self.sessionmaker) as session:
+            existing = await PaymentService(session, self.clock).customer(rider_id)
+        if existing is not None:
+            return existing.stripe_customer_id
+        # Keyed by rider: two concurrent set-ups create one Stripe customer.
+        customer = await self.gateway.create_customer(
+            email=email,
+            name=name,
+            metadata={"rider_id": str(rider_id)},
+            idempotency_key=f"rider:{rider_id}:customer:v1",
+        )
+        async with transaction(self.sessionmaker) as session:
+            saved = await PaymentService(session, self.clock).save_customer(rider_id, customer.id)
+        return saved.stripe_customer_id
+
+    # Authorization.
+
+    async def authorize_ride(
+        self, ride_id: uuid.UUID, rider_id: uuid.UUID, amount: Money
+    ) -> RidePaymentRead:
+        """Holds ``amount`` on the rider's card before the ride is dispatched. A declined
+        card raises ``CardDeclined`` (the ride must not go ahead); Stripe being unreachable
+        leaves the payment ``authorizing``, retried by the worker with the same key."""
+        async with transaction(self.sessionmaker) as session:
+            service = PaymentService(session, self.clock)
+            payment, customer = await service.open_authorization(ride_id, rider_id, amount)
+            call = await service.pending_call(ride_id, "authorize")
+            if call is not None and "payment_method_id" not in call.request:
+                call.request = {
+                    **call.request,
+                    "customer_id": customer.stripe_customer_id,
+                    "payment_method_id": customer.default_payment_method_id,
+                }
+        if payment.status != S.authorizing:
+            return await self.read(ride_id)
+        return await self._authorize(ride_id)
+
+    async def _authorize(self, ride_id: uuid.UUID) -> RidePaymentRead:
+        async with transaction(self.sessionmaker) as session:
+            service = PaymentService(session, self.clock)
+            payment = await service.get(ride_id)
+            call = await service.pending_call(ride_id, "authorize")
+        if payment.status != S.authorizing or call is None:
+            return RidePaymentRead.model_validate(payment)
+        key = authorize_key(ride_id)
+        try:
+            intent = await self.gateway.authorize(
+                customer_id=str(call.request["customer_id"]),
+                payment_method_id=str(call.request["payment_method_id"]),
+                amount=Money(payment.authorized_amount, payment.currency),
+                metadata=_metadata(ride_id, "fare"),
+                idempotency_key=key,
+            )
+        except (CardDeclined, CardAuthenticationRequired) as declined:
+            code = getattr(declined, "decline_code", None) or declined.type
+            await self._record(ride_id, lambda s: s.authorization_declined(ride_id, code))
+            raise
+        except PaymentProviderUnavailable as down:
+            return await self._retry_later(ride_id, key, down)
+        if intent.status != "requires_capture":
+            await self._record(ride_id, lambda s: s.authorization_declined(ride_id, intent.status))
+            raise CardDeclined(f"the authorization ended {intent.status}")
+        return await self._record(ride_id, lambda s: s.authorized(ride_id, intent.id))
+
+    # Settlement.
+
+    async def settle_ride(
+        self, ride_id: uuid.UUID, driver_id: uuid.UUID, fare: Fare, split: FareSplit
+    ) -> RidePaymentRead:
+        """Captures the final fare (up to the hold; the rest becomes the rider's debt),
+        records it in the ledger, and transfers the driver's share. A failed capture
+        completes the ride all the same, as the rider's debt."""
+        async with transaction(self.sessionmaker) as session:
+            await PaymentService(session, self.clock).open_capture(ride_id, driver_id, fare, split)
+        return await self._capture(ride_id)
+
+    async def _capture(self, ride_id: uuid.UUID) -> RidePaymentRead:
+        async with transaction(self.sessionmaker) as session:
+            service = PaymentService(session, self.clock)
+            payment = await service.get(ride_id)
+            amount = service.capture_amount(payment) if payment.split else None
+        if payment.status not in (S.capturing, S.cancelling) or amount is None:
+            return RidePaymentRead.model_validate(payment)
+        assert payment.payment_intent_id is not None
+        key = capture_key(ride_id)
+        is_fee = payment.status == S.cancelling
+        try:
+            intent = await self.gateway.capture(
+                payment_intent_id=payment.payment_intent_id, amount=amount, idempotency_key=key
+            )
+        except (CardDeclined, CardAuthenticationRequired, PaymentRequestRejected) as failed:
+            code = getattr(failed, "decline_code", None) or failed.type
+            if is_fee:
+                # An uncollectable cancellation fee is written off, not chased as debt.
+                return await self._record(ride_id, lambda s: s.cancelled(ride_id))
+            return await self._record(ride_id, lambda s: s.capture_failed(ride_id, code))
+        except PaymentProviderUnavailable as down:
+            return await self._retry_later(ride_id, key, down)
+        charge_id = intent.latest_charge_id
+        assert charge_id is not None
+        if is_fee:
+            await self._record(ride_id, lambda s: s.fee_captured(ride_id, charge_id))
+        else:
+            await self._record(ride_id, lambda s: s.captured(ride_id, charge_id))
+        return await self.pay_driver(ride_id)
+
+    # Cancellation.
+
+    async def cancel_ride(
+        self,
+        ride_id: uuid.UUID,
+        driver_id: uuid.UUID | None,
+        fee: Fare | None,
+        split: FareSplit | None,
+    ) -> RidePaymentRead:
+        """Releases the hold (free cancellation) or captures the fee from it."""
+        async with transaction(self.sessionmaker) as session:
+            payment = await PaymentService(session, self.clock).open_cancellation(
+                ride_id, driver_id, fee, split
+            )
+        if payment.status != S.cancelling:
+            return RidePaymentRead.model_validate(payment)
+        if fee is not None:
+            return await self._capture(ride_id)
+        return await self._release(ride_id)
+
+    async def _release(self, ride_id: uuid.UUID) -> RidePaymentRead:
+        payment = await self._get(ride_id)
+        if payment.payment_intent_id is None:
+            # Nothing was held (the authorization never got an answer): nothing to release.
+            return await self._record(ride_id, lambda s: s.cancelled(ride_id))
+        key = cancel_key(ride_id)
+        try:
+            await self.gateway.cancel_authorization(
+                payment_intent_id=payment.payment_intent_id, idempotency_key=key
+            )
+        except PaymentProviderUnavailable as down:
+            return await self._retry_later(ride_id, key, down)
+        return await self._record(ride_id, lambda s: s.cancelled(ride_id))
+
+    # Transfers.
+
+    async def pay_driver(self, ride_id: uuid.UUID) -> RidePaymentRead:
+        """Transfers the driver's share (less any claw-back they owe) to their connected
+        account, from this ride's charge; waits if they cannot receive money yet."""
+        async with transaction(self.sessionmaker) as session:
+            service = PaymentService(session, self.clock)
+            payment = await service.get(ride_id, lock=True)
+            if payment.status not in (S.captured, S.debt_paid, S.fee_captured):
+                return RidePaymentRead.model_validate(payment)
+            account = await service.payout_account(payment.driver_id) if payment.driver_id else None
+            if account is None or not account.payouts_enabled:
+                await service.transfer_waits(ride_id)
+                return RidePaymentRead.model_validate(await service.get(ride_id))
+            amount = await service.offset_driver_debt(payment)
+            if amount.is_zero():
+                await service.transferred_nothing(ride_id)
+                return RidePaymentRead.model_validate(await service.get(ride_id))
+            await service.record_call(
+                transfer_key(ride_id), "transfer", ride_id, {"amount": amount.amount}
+            )
+            destination, charge_id = account.stripe_account_id, payment.charge_id
+        assert charge_id is not None
+        key = transfer_key(ride_id)
+        try:
+            transfer = await self.gateway.create_transfer(
+                amount=amount,
+                destination_account_id=destination,
+                source_charge_id=charge_id,
+                metadata=_metadata(ride_id, "fare"),
+                idempotency_key=key,
+            )
+        except (PaymentProviderUnavailable, PaymentRequestRejected) as failed:
+            return await self._retry_later(ride_id, key, failed)
+        await self._record(ride_id, lambda s: s.transferred(ride_id, transfer.id, amount))
+        return await self._tip_transfer(ride_id)
+
+    # Tips.
+
+    async def tip(self, ride_id: uuid.UUID, rider_id: uuid.UUID, amount: Money) -> RidePaymentRead:
+        async with transaction(self.sessionmaker) as session:
+            service = PaymentService(session, self.clock)
+            customer = await service.customer(rider_id)
+            if customer is None or customer.default_payment_method_id is None:
+                raise PaymentMethodRequired
+            payment = await service.open_tip(
+                ride_id, rider_id, amount, customer.default_payment_method_id
+            )
+            call = await service.pending_call(ride_id, "charge")
+        if payment.tip_charge_id is not None or call is None:
+            return await self.read(ride_id)
+        key = call.idempotency_key
+        try:
+            intent = await self.gateway.charge(
+                customer_id=customer.stripe_customer_id,
+                payment_method_id=key.split(":")[3],
+                amount=amount,
+                metadata=_metadata(ride_id, "tip"),
+                idempotency_key=key,
+            )
+        except (CardDeclined, CardAuthenticationRequired) as declined:
+            code = getattr(declined, "decline_code", None) or declined.type
+            await self._record(ride_id, lambda s: s.tip_declined(ride_id, key, code))
+            raise
+        except PaymentProviderUnavailable as down:
+            return await self._retry_later(ride_id, key, down)
+        charge_id = intent.latest_charge_id
+        assert charge_id is not None
+        await self._record(ride_id, lambda s: s.tip_charged(ride_id, charge_id, key))
+        return await self._tip_transfer(ride_id)
+
+    async def _tip_transfer(self, ride_id: uuid.UUID) -> RidePaymentRead:
+        async with transaction(self.sessionmaker) as session:
+            service = PaymentService(session, self.clock)
+            payment = await service.get(ride_id, lock=True)
+            if payment.tip_charge_id is None or payment.tip_transfer_id is not None:
+                return RidePaymentRead.model_validate(payment)
+            assert payment.driver_id is not None
+            assert payment.tip_amount is not None
+            account = await service.payout_account(payment.driver_id)
+            if account is None or not account.payouts_enabled:
+                await service.transfer_waits(ride_id)
+                return RidePaymentRead.model_validate(await service.get(ride_id))
+            amount = Money(payment.tip_amount, payment.currency)
+            await service.record_call(
+                tip_transfer_key(ride_id), "transfer", ride_id, {"amount": amount.amount}
+            )
+            destination, charge_id = account.stripe_account_id, payment.tip_charge_id
+        key = tip_transfer_key(ride_id)
+        try:
+            transfer = await self.gateway.create_transfer(
+                amount=amount,
+                destination_account_id=destination,
+                source_charge_id=charge_id,
+                metadata=_metadata(ride_id, "tip"),
+                idempotency_key=key,
+            )
+        except (PaymentProviderUnavailable, PaymentRequestRejected) as failed:
+            return await self._retry_later(ride_id, key, failed)
+        return await self._record(ride_id, lambda s: s.tip_transferred(ride_id, transfer.id))
+
+    # Refunds.
+
+    async def refund(
+        self, ride_id: uuid.UUID, amount: Money | None, request_id: str, from_driver: bool
+    ) -> RidePaymentRead:
+        """Refunds (part of) a captured fare. The driver's pro-rata share comes back from
+        the driver when ``from_driver``: off what is still owed to them if not yet
+        transferred, else by reversing the transfer, else (already paid out) as a debt
+        offset against later earnings; otherwise the co-op absorbs it."""
+        key = refund_key(ride_id, request_id)
+        async with transaction(self.sessionmaker) as session:
+            service = PaymentService(session, self.clock)
+            payment = await service.get(ride_id, lock=True)
+            call = await service.call(key)
+            if call is not None and call.status == "succeeded":
+                # The same refund request again: it was done, nothing more to do.
+                return RidePaymentRead.model_validate(payment)
+            if call is None:
+                if payment.status not in (S.captured, S.debt_paid, S.fee_captured):
+                    raise RidePaymentStateConflict("only a captured fare can be refunded")
+                remaining = (payment.captured_amount or 0) - payment.refunded_amount
+                value = amount.amount if amount is not None else remaining
+                if remaining <= 0 or not 0 < value <= remaining:
+                    raise NothingToRefund(f"{remaining} minor units are left to refund")
+                call = await service.record_call(
+                    key, "refund", ride_id, {"amount": value, "from_driver": from_driver}
+                )
+            money = Money(int(call.request["amount"]), payment.currency)
+        assert payment.payment_intent_id is not None
+        refund = await self.gateway.refund(
+            payment_intent_id=payment.payment_intent_id,
+            amount=money,
+            metadata={**_metadata(ride_id, "fare"), "request_id": request_id},
+            idempotency_key=key,
+        )
+        clawback = await self._clawback(
+            payment, money, request_id, bool(call.request["from_driver"])
+        )
+        return await self._record(
+            ride_id, lambda s: s.refunded(ride_id, refund.id, money, clawback, request_id)
+        )
+
+    async def _clawback(
+        self, payment: RidePayment, amount: Money, request_id: str, from_driver: bool
+    ) -> Clawback:
+        if not from_driver or payment.driver_id is None:
+            return Clawback.none
+        if payment.transfer_id is None:
+            return Clawback.from_payable
+        async with transaction(self.sessionmaker) as session:
+            driver_share, _ = PaymentService(session, self.clock).refund_shares(payment, amount)
+        if driver_share.is_zero():
+            return Clawback.none
+        try:
+            await self.gateway.reverse_transfer(
+                transfer_id=payment.transfer_id,
+                amount=driver_share,
+                metadata={"ride_id": str(payment.ride_id), "request_id": request_id},
+                idempotency_key=reversal_key(payment.ride_id, request_id),
+            )
+        except PaymentRequestRejected:
+            # Already paid out of the driver's account: they owe it, taken off later pay.
+            return Clawback.receivable
+        return Clawback.reverse_transfer
+
+    # Debts.
+
+    async def settle_debts(self, rider_id: uuid.UUID, currency: str) -> list[RidePaymentRead]:
+        """Charges the rider's card for every unpaid fare in ``currency`` at once."""
+        async with transaction(self.sessionmaker) as session:
+            service = PaymentService(session, self.clock)
+            owed = await service.unpaid(rider_id, [currency])
+            customer = await service.customer(rider_id)
+        if not owed:
+            return []
+        if customer is None or customer.default_payment_method_id is None:
+            raise PaymentMethodRequired
+        debt = owed[0]
+        intent = await self.gateway.charge(
+            customer_id=customer.stripe_customer_id,
+            payment_method_id=customer.default_payment_method_id,
+            amount=debt,
+            metadata={"rider_id": str(rider_id), "kind": "debt"},
+            idempotency_key=debt_charge_key(rider_id, debt, customer.default_payment_method_id),
+        )
+        charge_id = intent.latest_charge_id
+        assert charge_id is not None
+        async with transaction(self.sessionmaker) as session:
+            paid = await PaymentService(session, self.clock).debt_paid(rider_id, charge_id, debt)
+            ride_ids = [p.ride_id for p in paid]
+        return [await self.pay_driver(ride_id) for ride_id in ride_ids]
+
+    # Drivers' payout accounts.
+
+    async def onboarding_link(
+        self, driver_id: uuid.UUID, email: str, country: str
+    ) -> OnboardingLink:
+        async with transaction(self.sessionmaker) as session:
+            account = await PaymentService(session, self.clock).payout_account(driver_id)
+        if account is None:
+            created = await self.gateway.create_express_account(
+                email=email,
+                country=country,
+                metadata={"driver_id": str(driver_id)},
+                idempotency_key=f"driver:{driver_id}:express-account:v1",
+            )
+            async with transaction(self.sessionmaker) as session:
+                account = await PaymentService(session, self.clock).save_payout_account(
+                    driver_id, created.id
+                )
+        # Links work once and expire: each request names a new attempt.
+        link = await self.gateway.create_account_link(
+            account_id=account.stripe_account_id,
+            idempotency_key=f"driver:{driver_id}:account-link:{uuid.uuid4().hex}",
+        )
+        return OnboardingLink(url=link.url, expires_at=link.expires_at, account=_account(account))
+
+    async def refresh_payout_account(self, driver_id: uuid.UUID) -> PayoutAccountRead:
+        async with transaction(self.sessionmaker) as session:
+            account = await PaymentService(session, self.clock).payout_account(driver_id)
+        if account is None:
+            raise PayoutAccountMissing
+        live = await self.gateway.retrieve_account(account.stripe_account_id)
+        async with transaction(self.sessionmaker) as session:
+            service = PaymentService(session, self.clock)
+            updated = await service.payout_account_updated(
+                live.id,
+                details_submitted=live.details_submitted,
+                charges_enabled=live.charges_enabled,
+                payouts_enabled=live.payouts_enabled,
+            )
+            if live.payouts_enabled:
+                await service.transfers_due_for(driver_id)
+        assert updated is not None
+        return _account(updated)
+
+    # Retries.
+
+    async def advance(self, ride_id: uuid.UUID) -> RidePaymentRead:
+        """Repeats whatever step of this ride's payment is recorded and unanswered."""
+        payment = await self._get(ride_id)
+        status = S(payment.status)
+        if status is S.authorizing:
+            return await self._authorize(ride_id)
+        if status is S.capturing:
+            return await self._capture(ride_id)
+        if status is S.cancelling:
+            if payment.split is not None:
+                return await self._capture(ride_id)
+            return await self._release(ride_id)
+        if status in (S.captured, S.debt_paid, S.fee_captured):
+            if payment.transfer_id is None:
+                return await self.pay_driver(ride_id)
+            if payment.tip_amount is not None and payment.tip_charge_id is None:
+                return await self._retry_tip(payment)
+            return await self._tip_transfer(ride_id)
+        return RidePaymentRead.model_validate(payment)
+
+    async def _retry_tip(self, payment: RidePayment) -> RidePaymentRead:
+        assert payment.tip_amount is not None
+        return await self.tip(
+            payment.ride_id, payment.rider_id, Money(payment.tip_amount, payment.currency)
+        )
+
+    async def advance_due(self, limit: int = 100) -> int:
+        """Advances every payment whose retry is due; one failure does not stop the rest."""
+        async with transaction(self.sessionmaker) as session:
+            due = list(await PaymentService(session, self.clock).due(limit))
+        advanced = 0
+        for ride_id in due:
+            try:
+                await self.advance(ride_id)
+                advanced += 1
+            except Exception:
+                log.exception("payment_advance_failed", ride_id=str(ride_id))
+        return advanced
+
+    async def read(self, ride_id: uuid.UUID) -> RidePaymentRead:
+        return RidePaymentRead.model_validate(await self._get(ride_id))
+
+    async def _get(self, ride_id: uuid.UUID) -> RidePayment:
+        async with transaction(self.sessionmaker) as session:
+            return await PaymentService(session, self.clock).get(ride_id)
+
+    async def _record(
+        self, ride_id: uuid.UUID, fact: Callable[[PaymentService], Awaitable[object]]
+    ) -> RidePaymentRead:
+        """Records one fact in its own transaction and answers the payment as it now is."""
+        async with transaction(self.sessionmaker) as session:
+            service = PaymentService(session, self.clock)
+            await fact(service)
+            return RidePaymentRead.model_validate(await service.get(ride_id))
+
+    async def _retry_later(self, ride_id: uuid.UUID, key: str, error: Exception) -> RidePaymentRead:
+        log.warning("stripe_call_deferred", ride_id=str(ride_id), key=key, error=str(error))
+        return await self._record(ride_id, lambda s: s.retry_later(ride_id, key, str(error)))
+
+
+def _account(account: object) -> PayoutAccountRead:
+    return PayoutAccountRead.model_validate(account, from_attributes=True)

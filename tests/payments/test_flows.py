@@ -1,0 +1,336 @@
+"""Money flows end to end: our flows, the real stripe SDK, loopback Stripe fakes, the
+ledger in PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from infra.clock import SystemClock
+from payments import ledger, pricing
+from payments.errors import CardDeclined, NothingToRefund, RiderHasUnpaidFare
+from payments.flows import PaymentFlows, hold_amount
+from payments.ledger import AccountKind
+from payments.ledger_service import LedgerService
+from payments.money import Money
+from payments.pricing import Fare, FareSplit, TripEstimate, TripMeasurement
+from payments.service import PaymentService
+from payments.stripe_gateway import StripeGateway
+from tests.factories import make_account
+from tests.payments.conftest import stripe_settings_for
+from tests.payments.factories import make_policy
+from tests.payments.fake_connect import FakeConnect
+from tests.payments.test_stripe_gateway import (
+    VISA,
+    VISA_DECLINED_ON_CHARGE,
+    confirm_setup_intent_in_the_app,
+    payment_intents_of,
+)
+
+pytestmark = pytest.mark.slow
+
+POLICY = make_policy()
+NOW = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+
+
+def usd(cents: int) -> Money:
+    return Money(cents, "USD")
+
+
+def priced(distance_m: int = 8_200, duration_s: int = 1_020) -> tuple[Fare, FareSplit]:
+    quote = pricing.quote(
+        POLICY,
+        TripEstimate(distance_m, duration_s),
+        surge=Decimal(1),
+        zones=frozenset(),
+        now=NOW,
+    )
+    fare = pricing.final_fare(POLICY, quote, TripMeasurement(distance_m, duration_s, 0))
+    return fare, pricing.split(POLICY, fare)
+
+
+@dataclass
+class People:
+    rider_id: uuid.UUID
+    driver_id: uuid.UUID
+
+
+@pytest.fixture
+async def flows(
+    sessionmaker: async_sessionmaker[AsyncSession], stripe_gateway: StripeGateway
+) -> PaymentFlows:
+    return PaymentFlows(sessionmaker, stripe_gateway, SystemClock())
+
+
+@pytest.fixture
+async def people(client: httpx.AsyncClient) -> People:
+    rider = await make_account(client, "rider")
+    driver = await make_account(client, "driver")
+    return People(rider.user_id, driver.user_id)
+
+
+async def save_card(
+    flows: PaymentFlows, fake: FakeConnect, rider_id: uuid.UUID, card: str = VISA
+) -> None:
+    setup = await flows.start_card_setup(rider_id, "rider@example.org", "A Rider")
+    confirmed = await confirm_setup_intent_in_the_app(
+        fake, setup.setup_intent_id, setup.client_secret, card
+    )
+    await flows.save_card(rider_id, confirmed["payment_method"])
+
+
+async def onboard(flows: PaymentFlows, driver_id: uuid.UUID) -> None:
+    link = await flows.onboarding_link(driver_id, "driver@example.org", "US")
+    async with httpx.AsyncClient() as browser:
+        await browser.get(link.url)
+    assert (await flows.refresh_payout_account(driver_id)).payouts_enabled
+
+
+async def balance(session: AsyncSession, account: ledger.AccountRef) -> int:
+    return (await LedgerService(session, SystemClock()).balance(account)).amount
+
+
+def payable(driver_id: uuid.UUID) -> ledger.AccountRef:
+    return ledger.owned_account(AccountKind.driver_payable, driver_id, "USD")
+
+
+@pytest.fixture
+async def ready(flows: PaymentFlows, fake_stripe: FakeConnect, people: People) -> People:
+    await save_card(flows, fake_stripe, people.rider_id)
+    await onboard(flows, people.driver_id)
+    return people
+
+
+async def test_a_saved_card_is_the_riders_default(
+    flows: PaymentFlows, fake_stripe: FakeConnect, people: People
+) -> None:
+    await save_card(flows, fake_stripe, people.rider_id)
+    cards = await flows.cards(people.rider_id)
+    assert [c.default for c in cards] == [True]
+    assert cards[0].last4 == "4242"
+
+
+async def test_a_ride_without_a_card_is_refused(flows: PaymentFlows, people: People) -> None:
+    from payments.errors import PaymentMethodRequired
+
+    with pytest.raises(PaymentMethodRequired):
+        await flows.authorize_ride(uuid.uuid4(), people.rider_id, usd(2_000))
+
+
+async def test_a_completed_ride_is_captured_split_and_the_driver_paid(
+    flows: PaymentFlows, ready: People, session: AsyncSession
+) -> None:
+    ride_id = uuid.uuid4()
+    fare, split = priced()
+    authorized = await flows.authorize_ride(ride_id, ready.rider_id, hold_amount(fare.total))
+    assert authorized.status == "authorized"
+
+    settled = await flows.settle_ride(ride_id, ready.driver_id, fare, split)
+
+    assert settled.status == "captured"
+    assert settled.captured_amount == fare.total.amount
+    assert settled.transferred_amount == split.driver.amount
+    stripe = ledger.stripe_balance("USD")
+    revenue = ledger.shared_account(AccountKind.coop_commission_revenue, "USD")
+    assert await balance(session, stripe) == fare.total.amount - split.driver.amount
+    assert await balance(session, payable(ready.driver_id)) == 0
+    assert await balance(session, revenue) == split.commission.amount
+    assert (await LedgerService(session, SystemClock()).verify()).ok
+
+
+async def test_settling_twice_captures_and_records_once(
+    flows: PaymentFlows, ready: People, session: AsyncSession
+) -> None:
+    ride_id = uuid.uuid4()
+    fare, split = priced()
+    await flows.authorize_ride(ride_id, ready.rider_id, hold_amount(fare.total))
+    await flows.settle_ride(ride_id, ready.driver_id, fare, split)
+    again = await flows.settle_ride(ride_id, ready.driver_id, fare, split)
+    assert again.captured_amount == fare.total.amount
+    stripe = ledger.stripe_balance("USD")
+    assert await balance(session, stripe) == fare.total.amount - split.driver.amount
+
+
+async def test_a_declined_card_stops_the_ride_before_dispatch(
+    flows: PaymentFlows, fake_stripe: FakeConnect, people: People
+) -> None:
+    await save_card(flows, fake_stripe, people.rider_id, VISA_DECLINED_ON_CHARGE)
+    ride_id = uuid.uuid4()
+    with pytest.raises(CardDeclined):
+        await flows.authorize_ride(ride_id, people.rider_id, usd(2_500))
+    assert (await flows.read(ride_id)).status == "declined"
+
+
+async def test_stripe_down_at_request_is_retried_with_the_same_key(
+    flows: PaymentFlows, ready: People, fake_stripe: FakeConnect, session: AsyncSession
+) -> None:
+    ride_id = uuid.uuid4()
+    fake_stripe.add_fault("/v1/payment_intents", status=503)
+    waiting = await flows.authorize_ride(ride_id, ready.rider_id, usd(2_500))
+    assert waiting.status == "authorizing"  # the ride is not lost: it waits
+
+    advanced = await flows.advance(ride_id)
+
+    assert advanced.status == "authorized"
+    customer = await PaymentService(session, SystemClock()).customer(ready.rider_id)
+    assert customer is not None
+    assert len(await payment_intents_of(fake_stripe, customer.stripe_customer_id)) == 1
+
+
+async def test_a_timeout_after_stripe_acted_never_charges_twice(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    ready: People,
+    fake_stripe: FakeConnect,
+    session: AsyncSession,
+) -> None:
+    impatient = StripeGateway(stripe_settings_for(fake_stripe, timeout_s=0.5))
+    try:
+        flows = PaymentFlows(sessionmaker, impatient, SystemClock())
+        ride_id = uuid.uuid4()
+        # Stripe does the work, but answers after we stopped waiting.
+        fake_stripe.add_fault("/v1/payment_intents", status=0, delay_s=1.0)
+        waiting = await flows.authorize_ride(ride_id, ready.rider_id, usd(2_500))
+        assert waiting.status == "authorizing"
+        # While Stripe still works on the first request, a retry is told to come back.
+        assert (await flows.advance(ride_id)).status == "authorizing"
+        await asyncio.sleep(1.0)
+        assert (await flows.advance(ride_id)).status == "authorized"
+    finally:
+        await impatient.aclose()
+    customer = await PaymentService(session, SystemClock()).customer(ready.rider_id)
+    assert customer is not None
+    assert len(await payment_intents_of(fake_stripe, customer.stripe_customer_id)) == 1
+
+
+async def test_a_driver_without_a_payout_account_is_paid_once_onboarded(
+    flows: PaymentFlows, fake_stripe: FakeConnect, people: People, session: AsyncSession
+) -> None:
+    await save_card(flows, fake_stripe, people.rider_id)
+    ride_id = uuid.uuid4()
+    fare, split = priced()
+    await flows.authorize_ride(ride_id, people.rider_id, hold_amount(fare.total))
+    settled = await flows.settle_ride(ride_id, people.driver_id, fare, split)
+    assert settled.transferred_amount == 0
+    assert await balance(session, payable(people.driver_id)) == split.driver.amount
+
+    await onboard(flows, people.driver_id)
+    assert await flows.advance_due() == 1
+
+    assert (await flows.read(ride_id)).transferred_amount == split.driver.amount
+    assert await balance(session, payable(people.driver_id)) == 0
+
+
+async def test_a_failed_capture_completes_the_ride_as_the_riders_debt(
+    flows: PaymentFlows,
+    ready: People,
+    fake_stripe: FakeConnect,
+    session: AsyncSession,
+) -> None:
+    ride_id = uuid.uuid4()
+    fare, split = priced()
+    await flows.authorize_ride(ride_id, ready.rider_id, hold_amount(fare.total))
+    service = PaymentService(session, SystemClock())
+    payment = await service.get(ride_id)
+    # The hold is gone by trip end (expired, or released by the bank).
+    await flows.gateway.cancel_authorization(
+        payment_intent_id=str(payment.payment_intent_id), idempotency_key=f"t:{ride_id}:x"
+    )
+
+    settled = await flows.settle_ride(ride_id, ready.driver_id, fare, split)
+
+    assert settled.status == "in_debt"
+    owed = ledger.owned_account(AccountKind.rider_receivable, ready.rider_id, "USD")
+    assert await balance(session, owed) == fare.total.amount
+    assert await balance(session, payable(ready.driver_id)) == split.driver.amount
+    with pytest.raises(RiderHasUnpaidFare):
+        await flows.authorize_ride(uuid.uuid4(), ready.rider_id, usd(2_000))
+
+    paid = await flows.settle_debts(ready.rider_id, "USD")
+
+    assert [p.status for p in paid] == ["debt_paid"]
+    assert paid[0].transferred_amount == split.driver.amount
+    assert await balance(session, owed) == 0
+    assert (await flows.authorize_ride(uuid.uuid4(), ready.rider_id, usd(2_000))).status == (
+        "authorized"
+    )
+
+
+async def test_a_free_cancellation_releases_the_hold(
+    flows: PaymentFlows, ready: People, session: AsyncSession
+) -> None:
+    ride_id = uuid.uuid4()
+    await flows.authorize_ride(ride_id, ready.rider_id, usd(2_500))
+    cancelled = await flows.cancel_ride(ride_id, None, None, None)
+    assert cancelled.status == "cancelled"
+    assert await balance(session, ledger.stripe_balance("USD")) == 0
+
+
+async def test_a_late_cancellation_captures_the_fee_and_pays_the_driver_their_part(
+    flows: PaymentFlows, ready: People, session: AsyncSession
+) -> None:
+    ride_id = uuid.uuid4()
+    await flows.authorize_ride(ride_id, ready.rider_id, usd(2_500))
+    fee = pricing.cancellation_charge(
+        POLICY,
+        requested_at=NOW,
+        driver_assigned_at=NOW,
+        cancelled_at=NOW.replace(minute=5),
+        by="rider",
+    )
+    assert fee is not None
+    split = pricing.split(POLICY, fee)
+    done = await flows.cancel_ride(ride_id, ready.driver_id, fee, split)
+    assert done.status == "fee_captured"
+    assert done.captured_amount == fee.total.amount
+    assert done.transferred_amount == split.driver.amount
+    fees = ledger.shared_account(AccountKind.cancellation_fee_revenue, "USD")
+    assert await balance(session, fees) == fee.total.amount - split.driver.amount
+
+
+async def test_a_tip_is_its_own_charge_and_all_of_it_goes_to_the_driver(
+    flows: PaymentFlows, ready: People, session: AsyncSession
+) -> None:
+    ride_id = uuid.uuid4()
+    fare, split = priced()
+    await flows.authorize_ride(ride_id, ready.rider_id, hold_amount(fare.total))
+    await flows.settle_ride(ride_id, ready.driver_id, fare, split)
+    tipped = await flows.tip(ride_id, ready.rider_id, usd(300))
+    assert tipped.tip_amount == 300
+    payment = await PaymentService(session, SystemClock()).get(ride_id)
+    assert payment.tip_transfer_id is not None
+    tips = ledger.owned_account(AccountKind.tips_payable, ready.driver_id, "USD")
+    assert await balance(session, tips) == 0
+
+
+async def test_a_refund_reverses_the_drivers_share_by_policy(
+    flows: PaymentFlows, ready: People, session: AsyncSession
+) -> None:
+    ride_id = uuid.uuid4()
+    fare, split = priced()
+    await flows.authorize_ride(ride_id, ready.rider_id, hold_amount(fare.total))
+    await flows.settle_ride(ride_id, ready.driver_id, fare, split)
+    stripe_before = await balance(session, ledger.stripe_balance("USD"))
+
+    refunded = await flows.refund(ride_id, None, "complaint-1", from_driver=True)
+    again = await flows.refund(ride_id, None, "complaint-1", from_driver=True)
+
+    assert refunded.refunded_amount == again.refunded_amount == fare.total.amount
+    # The whole fare left the balance; the driver's share came back by reversal.
+    assert await balance(session, ledger.stripe_balance("USD")) == (
+        stripe_before - fare.total.amount + split.driver.amount
+    )
+    with pytest.raises(NothingToRefund):
+        await flows.refund(ride_id, usd(1), "complaint-2", from_driver=True)
+    assert (await LedgerService(session, SystemClock()).verify()).ok
+
+
+def test_the_hold_leaves_headroom_above_the_upfront_price() -> None:
+    assert hold_amount(usd(2_000)) == usd(2_500)
+    assert hold_amount(usd(1_999)) == usd(2_499)  # 1999 + 499.75, rounded once to 500
