@@ -12,13 +12,14 @@ from fastapi.openapi.utils import get_openapi
 from accounts.passwords import Passwords
 from api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from api.problems import as_problem_media_type, install_problem_handlers, problem_responses
-from api.routes import admin, auth, health, me, ws
+from api.routes import admin, auth, health, me, payments, ws
 from api.state import Resources
 from infra.clock import Clock, SystemClock
 from infra.db import create_engine, create_sessionmaker
 from infra.logging import configure_logging
 from infra.redis import create_redis
 from infra.settings import Settings, get_settings
+from payments.stripe_gateway import StripeGateway
 
 DESCRIPTION = """
 The ridecoop API: riders request rides, member drivers drive them, members govern prices.
@@ -48,6 +49,7 @@ def create_app(
             return
         engine = create_engine(settings.database)
         redis = create_redis(settings.redis)
+        gateway = StripeGateway(settings.stripe)
         app.state.resources = Resources(
             settings=settings,
             engine=engine,
@@ -55,10 +57,12 @@ def create_app(
             redis=redis,
             passwords=Passwords(settings.auth),
             clock=clock or SystemClock(),
+            gateway=gateway,
         )
         try:
             yield
         finally:
+            await gateway.aclose()
             await redis.aclose()
             await engine.dispose()
 
@@ -73,7 +77,7 @@ def create_app(
     if resources is not None:
         app.state.resources = resources
     install_problem_handlers(app)
-    for module in (health, auth, me, admin, ws):
+    for module in (health, auth, me, admin, payments, ws):
         app.include_router(module.router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)

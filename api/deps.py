@@ -13,14 +13,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from accounts.errors import InvalidToken, RoleNotAllowed
 from accounts.models import Role
 from accounts.revocations import SessionRevocations
+from accounts.schemas import UserRead
 from accounts.service import AccountService
 from accounts.tokens import Principal, decode_access_token
 from api.state import Resources
 from governance.schemas import MembershipRead
 from governance.service import MembershipService
+from infra.db import transaction
 from infra.events import EventBuffer
 from infra.pubsub import publish_events
 from infra.settings import Settings
+from payments.flows import PaymentFlows
+from payments.service import PaymentService
 
 
 def get_resources(request: Request) -> Resources:
@@ -153,3 +157,34 @@ async def websocket_principal(websocket: WebSocket) -> Principal:
     scheme, _, credentials = header.partition(" ")
     token = credentials if scheme.lower() == "bearer" else None
     return await authenticate(token or websocket.query_params.get("access_token"), resources)
+
+
+def get_payment_flows(resources: ResourcesDep) -> PaymentFlows:
+    # Flows open their own transactions: a Stripe call never runs inside one.
+    return PaymentFlows(resources.sessionmaker, resources.gateway, resources.clock)
+
+
+Flows = Annotated[PaymentFlows, Depends(get_payment_flows)]
+
+
+def get_payment_service(resources: ResourcesDep, uow: Uow) -> PaymentService:
+    return PaymentService(uow.session, resources.clock)
+
+
+Payments = Annotated[PaymentService, Depends(get_payment_service)]
+
+
+async def get_current_user(principal: CurrentPrincipal, resources: ResourcesDep) -> UserRead:
+    """The caller's account, read in a short transaction of its own, so routes that then
+    call Stripe hold no database transaction open while they wait."""
+    async with transaction(resources.sessionmaker) as session:
+        service = AccountService(
+            session, resources.settings.auth, resources.passwords, resources.clock, EventBuffer()
+        )
+        user = await service.get_user(principal.user_id)
+    if user is None:
+        raise InvalidToken("This account no longer exists")
+    return user
+
+
+CurrentUser = Annotated[UserRead, Depends(get_current_user)]

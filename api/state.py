@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from accounts.passwords import Passwords
 from infra.clock import Clock
 from infra.settings import Settings
+from payments.stripe_gateway import GatewayProtocol
 
 
 @dataclass
@@ -20,3 +21,4 @@ class Resources:
     redis: Redis
     passwords: Passwords
     clock: Clock
+    gateway: GatewayProtocol

@@ -168,3 +168,18 @@ class PayoutAccountMissing(NotFound):
 class RideHasNoFare(Conflict):
     type = "ride-has-no-fare"
     title = "The ride has no fare or driver yet"
+
+
+class ReportPeriodInvalid(Invalid):
+    type = "report-period-invalid"
+    title = "The period must be timezone-aware, start before it ends and not be too long"
+
+
+class TimeZoneUnknown(Invalid):
+    type = "time-zone-unknown"
+    title = "Not an IANA time zone name (such as Europe/Paris)"
+
+
+class UnsupportedCurrency(Invalid):
+    type = "unsupported-currency"
+    title = "The platform does not handle this currency"

@@ -371,7 +371,12 @@ class PaymentFlows:
     # Refunds.
 
     async def refund(
-        self, ride_id: uuid.UUID, amount: Money | None, request_id: str, from_driver: bool
+        self,
+        ride_id: uuid.UUID,
+        amount: Money | None,
+        request_id: str,
+        from_driver: bool,
+        reason: str = "",
     ) -> RidePaymentRead:
         """Refunds (part of) a captured fare. The driver's pro-rata share comes back from
         the driver when ``from_driver``: off what is still owed to them if not yet
@@ -393,14 +398,21 @@ class PaymentFlows:
                 if remaining <= 0 or not 0 < value <= remaining:
                     raise NothingToRefund(f"{remaining} minor units are left to refund")
                 call = await service.record_call(
-                    key, "refund", ride_id, {"amount": value, "from_driver": from_driver}
+                    key,
+                    "refund",
+                    ride_id,
+                    {"amount": value, "from_driver": from_driver, "reason": reason},
                 )
             money = Money(int(call.request["amount"]), payment.currency)
         assert payment.payment_intent_id is not None
         refund = await self.gateway.refund(
             payment_intent_id=payment.payment_intent_id,
             amount=money,
-            metadata={**_metadata(ride_id, "fare"), "request_id": request_id},
+            metadata={
+                **_metadata(ride_id, "fare"),
+                "request_id": request_id,
+                "reason": str(call.request.get("reason", ""))[:500],
+            },
             idempotency_key=key,
         )
         clawback = await self._clawback(

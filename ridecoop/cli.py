@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from infra.settings import Settings, get_settings
 
-ROLES = ("api",)
+ROLES = ("api", "worker")
 
 
 def _run_api(settings: Settings) -> int:
@@ -38,7 +38,14 @@ def _run_api(settings: Settings) -> int:
     return 0
 
 
-ROLE_RUNNERS: dict[str, Callable[[Settings], int]] = {"api": _run_api}
+def _run_worker(settings: Settings) -> int:
+    from ridecoop.worker import run_worker
+
+    asyncio.run(run_worker(settings))
+    return 0
+
+
+ROLE_RUNNERS: dict[str, Callable[[Settings], int]] = {"api": _run_api, "worker": _run_worker}
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:

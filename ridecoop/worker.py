@@ -10,9 +10,14 @@ from collections.abc import Mapping, Sequence
 from redis.asyncio import Redis
 
 from infra.clock import Clock, SystemClock
+from infra.db import create_engine, create_sessionmaker
 from infra.jobs import Handler, JobConsumer
-from infra.logging import get_logger
+from infra.logging import configure_logging, get_logger
+from infra.redis import create_redis
 from infra.schedule import Periodic, claim
+from infra.settings import Settings
+from payments.stripe_gateway import StripeGateway
+from payments.tasks import PaymentTasks
 
 log = get_logger(__name__)
 
@@ -65,3 +70,21 @@ def install_stop_signals(worker: Worker) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, worker.stop)
+
+
+async def run_worker(settings: Settings) -> None:
+    """The worker process: every domain's queued jobs and periodic jobs, until SIGTERM."""
+    configure_logging(settings.core.log_level, settings.core.log_json)
+    engine = create_engine(settings.database)
+    redis = create_redis(settings.redis)
+    gateway = StripeGateway(settings.stripe)
+    clock = SystemClock()
+    try:
+        payments = PaymentTasks(create_sessionmaker(engine), gateway, redis, clock)
+        worker = Worker(redis, {**payments.handlers()}, [*payments.periodic()], clock)
+        install_stop_signals(worker)
+        await worker.run()
+    finally:
+        await gateway.aclose()
+        await redis.aclose()
+        await engine.dispose()

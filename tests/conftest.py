@@ -37,6 +37,7 @@ from infra.settings import (
     RedisSettings,
     Settings,
 )
+from payments.stripe_gateway import StripeGateway
 
 TEST_JWT_SECRET = "test-secret-0123456789abcdef0123456789abcdef"
 
@@ -160,21 +161,26 @@ def passwords(settings: Settings) -> Passwords:
 
 
 @pytest.fixture
-def resources(
+async def resources(
     settings: Settings,
     engine: AsyncEngine,
     sessionmaker: async_sessionmaker[AsyncSession],
     redis_client: Redis,
     passwords: Passwords,
-) -> Resources:
-    return Resources(
+) -> AsyncIterator[Resources]:
+    # The gateway points at Stripe's real address, which these tests never reach: the
+    # payments tests swap in one on the loopback fakes.
+    gateway = StripeGateway(settings.stripe)
+    yield Resources(
         settings=settings,
         engine=engine,
         sessionmaker=sessionmaker,
         redis=redis_client,
         passwords=passwords,
         clock=SystemClock(),
+        gateway=gateway,
     )
+    await gateway.aclose()
 
 
 @pytest.fixture

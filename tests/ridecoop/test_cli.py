@@ -62,6 +62,9 @@ def test_serve_answers_readyz_and_stops_cleanly_on_ctrl_c(settings: Settings) ->
             process.wait()
     assert process.returncode == 0, output.decode()
     assert b'"stopped"' in output
+    assert b"started api" in output
+    assert b"started worker" in output
+    assert b"worker_stopped" in output
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
 

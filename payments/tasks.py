@@ -1,0 +1,47 @@
+"""The payments domain's jobs, for ``ridecoop worker``."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from infra.clock import Clock
+from infra.jobs import Handler, Job
+from infra.schedule import Periodic
+from payments.flows import PaymentFlows
+from payments.stripe_gateway import GatewayProtocol
+
+ADVANCE_EVERY_S = 10
+
+
+class PaymentTasks:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        gateway: GatewayProtocol,
+        redis: Redis,
+        clock: Clock,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.gateway = gateway
+        self.redis = redis
+        self.clock = clock
+        self.flows = PaymentFlows(sessionmaker, gateway, clock)
+
+    async def advance_due(self, now: datetime) -> None:
+        # Retries of Stripe calls that found Stripe down, and transfers that waited for a
+        # driver's onboarding. Each payment's step repeats with its recorded key.
+        await self.flows.advance_due()
+
+    async def advance_ride(self, job: Job) -> None:
+        await self.flows.advance(uuid.UUID(str(job.payload["ride_id"])))
+
+    def handlers(self) -> Mapping[str, Handler]:
+        return {"payments.advance": self.advance_ride}
+
+    def periodic(self) -> list[Periodic]:
+        return [Periodic("payments.advance_due", ADVANCE_EVERY_S, self.advance_due)]
