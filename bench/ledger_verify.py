@@ -19,7 +19,7 @@ assigned here rather than by get-or-create.
 
 After loading, ``VACUUM ANALYZE`` brings the tables to the state autovacuum keeps them
 in; then ``verify()`` runs ``--runs`` times through the real service and session, and
-the median is reported. Results go to bench/results/ledger.json.
+the median is reported. Results go to bench/results/payments.json (``ledger_verify``).
 """
 
 from __future__ import annotations
@@ -27,10 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import random
-import re
 import statistics
 import sys
 import time
@@ -38,22 +35,27 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 
+from bench.harness import (
+    machine,
+    merge_results,
+    now_iso,
+    plain_url,
+    progress,
+    scratch_database,
+)
 from infra.clock import SystemClock
 from infra.db import create_engine, create_sessionmaker
 from infra.ids import new_id
-from infra.migrations import upgrade
 from infra.settings import DatabaseSettings
 from payments import ledger
 from payments.ledger import AccountRef, Clawback, TransactionDraft
 from payments.ledger_service import LedgerService
 from payments.money import Money
 
-RESULTS_PATH = Path(__file__).parent / "results" / "ledger.json"
 GOAL_SECONDS = 2.0
 DRIVERS = 2_000
 RIDERS = 20_000
@@ -199,22 +201,6 @@ def simulate(target_postings: int, seed: int = 2026) -> Iterator[TransactionDraf
         yield simulation.filler(2)
 
 
-def progress(message: str) -> None:
-    print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", file=sys.stderr, flush=True)
-
-
-def _plain(url: str) -> str:
-    return re.sub(r"^postgresql\+asyncpg://", "postgresql://", url)
-
-
-async def _admin(server_url: str, statement: str) -> None:
-    admin = await asyncpg.connect(_plain(server_url) + "/postgres")
-    try:
-        await admin.execute(statement)
-    finally:
-        await admin.close()
-
-
 @dataclass
 class Loaded:
     transactions: int = 0
@@ -223,7 +209,7 @@ class Loaded:
 
 
 async def load(url: str, target_postings: int) -> Loaded:
-    connection = await asyncpg.connect(_plain(url))
+    connection = await asyncpg.connect(plain_url(url))
     loaded = Loaded()
     account_ids: dict[AccountRef, uuid.UUID] = {}
     at = YEAR_START
@@ -351,52 +337,20 @@ async def time_verify(url: str, runs: int) -> tuple[list[float], dict[str, Any]]
     return timings, summary
 
 
-def machine(postgresql: str) -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        models = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), flags=re.M)
-        cpu = models[0] if models else cpu
-    memory_gb = None
-    meminfo = Path("/proc/meminfo")
-    if meminfo.exists():
-        found = re.search(r"^MemTotal:\s+(\d+) kB", meminfo.read_text(), flags=re.M)
-        memory_gb = round(int(found.group(1)) / 1024 / 1024, 1) if found else None
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gb": memory_gb,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "postgresql": postgresql,
-    }
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--postings", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--results", type=Path, default=RESULTS_PATH)
     args = parser.parse_args(argv)
     if args.postings < 2:
         parser.error("--postings must be at least 2")
 
-    server = DatabaseSettings().async_url.rsplit("/", 1)[0]
-    name = f"ridecoop_bench_ledger_{os.getpid()}"
-    url = f"{server}/{name}"
-    progress(f"creating scratch database {name}")
-    asyncio.run(_admin(server, f'CREATE DATABASE "{name}"'))
-    try:
-        progress("migrating")
-        upgrade(url)
+    with scratch_database("ledger") as url:
         started = time.perf_counter()
         loaded = asyncio.run(load(url, args.postings))
         load_seconds = time.perf_counter() - started
         progress(f"loaded in {load_seconds:.1f} s; timing verify()")
         timings, summary = asyncio.run(time_verify(url, args.runs))
-    finally:
-        progress(f"dropping {name}")
-        asyncio.run(_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
     if summary["postings"] != loaded.postings or loaded.postings != args.postings:
         raise SystemExit(f"loaded {loaded.postings} postings, verify counted {summary['postings']}")
@@ -411,10 +365,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "goal_met": verify_seconds <= GOAL_SECONDS,
         "load_seconds": round(load_seconds, 1),
         "machine": machine(str(summary["postgresql"])),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "date": now_iso(),
     }
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(results, indent=2) + "\n")
+    merge_results("payments", "ledger_verify", results)
     print(json.dumps(results, indent=2))
     return 0 if results["goal_met"] else 1
 

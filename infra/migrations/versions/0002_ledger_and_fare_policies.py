@@ -68,11 +68,13 @@ DECLARE
     overdrawn record;
 BEGIN
     -- Lock the accounts in id order, so two transactions touching the same accounts queue
-    -- instead of deadlocking.
+    -- instead of deadlocking. NO KEY UPDATE, the lock the UPDATE below takes anyway: a
+    -- plain FOR UPDATE would also wait for the key-share locks that other transactions'
+    -- postings hold on the same accounts through their foreign key, a deadlock.
     PERFORM 1 FROM ledger_accounts
       WHERE id IN (SELECT account_id FROM new_postings)
       ORDER BY id
-        FOR UPDATE;
+        FOR NO KEY UPDATE;
     UPDATE ledger_accounts AS a
        SET balance_amount = a.balance_amount + d.delta
       FROM (SELECT account_id, sum(amount) AS delta FROM new_postings GROUP BY account_id) AS d
