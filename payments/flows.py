@@ -433,16 +433,29 @@ class PaymentFlows:
             driver_share, _ = PaymentService(session, self.clock).refund_shares(payment, amount)
         if driver_share.is_zero():
             return Clawback.none
+        key = reversal_key(payment.ride_id, request_id)
+        await self._record(
+            payment.ride_id,
+            lambda s: s.record_call(
+                key, "reverse_transfer", payment.ride_id, {"amount": driver_share.amount}
+            ),
+        )
         try:
-            await self.gateway.reverse_transfer(
+            reversal = await self.gateway.reverse_transfer(
                 transfer_id=payment.transfer_id,
                 amount=driver_share,
                 metadata={"ride_id": str(payment.ride_id), "request_id": request_id},
-                idempotency_key=reversal_key(payment.ride_id, request_id),
+                idempotency_key=key,
             )
-        except PaymentRequestRejected:
+        except PaymentRequestRejected as refused:
             # Already paid out of the driver's account: they owe it, taken off later pay.
+            code = refused.type
+            await self._record(payment.ride_id, lambda s: s.finish_call(key, "failed", None, code))
             return Clawback.receivable
+        await self._record(
+            payment.ride_id,
+            lambda s: s.finish_call(key, "succeeded", {"reversal_id": reversal.id}),
+        )
         return Clawback.reverse_transfer
 
     # Debts.

@@ -4,10 +4,22 @@ import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import func, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import (
+    BigInteger,
+    Select,
+    String,
+    any_,
+    bindparam,
+    case,
+    func,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,6 +49,7 @@ from payments.models import (
     LedgerPosting,
     LedgerTransaction,
     PaymentCustomer,
+    ReconciliationRun,
     RidePayment,
     StripeCall,
     StripeEvent,
@@ -722,3 +735,362 @@ class StripeEventRepository:
             .where(StripeEvent.id == event_id)
             .values(attempts=StripeEvent.attempts + 1, last_error=error[:2000])
         )
+
+    async def dead_letter(self, event_id: str, error: str, now: datetime) -> None:
+        """Stops retrying an event: marked processed, with the error that stopped it kept."""
+        await self.session.execute(
+            update(StripeEvent)
+            .where(StripeEvent.id == event_id)
+            .values(processed_at=now, attempts=StripeEvent.attempts + 1, last_error=error[:2000])
+        )
+
+    async def applied_after(self, event_type: str, account_id: str, created_at: datetime) -> bool:
+        """Whether an event of ``event_type`` about ``account_id`` that Stripe created after
+        ``created_at`` was already applied (processed without error)."""
+        found = await self.session.scalar(
+            select(StripeEvent.id)
+            .where(
+                StripeEvent.type == event_type,
+                StripeEvent.account_id == account_id,
+                StripeEvent.processed_at.is_not(None),
+                StripeEvent.last_error.is_(None),
+                StripeEvent.stripe_created_at > created_at,
+            )
+            .limit(1)
+        )
+        return found is not None
+
+
+class TripFigures(NamedTuple):
+    """One settled ride's money as a driver's statement shows it (minor units)."""
+
+    ride_id: uuid.UUID
+    status: str
+    settled_at: datetime
+    currency: str
+    fare: int
+    rider_paid: int
+    driver_share: int
+    tip: int
+    coop_share: int
+    pass_through: int
+    stripe_fees: int
+    refunded: int
+    transferred: int
+
+
+class PeriodFigures(NamedTuple):
+    period_start: datetime
+    currency: str
+    trips: int
+    fares: int
+    rider_paid: int
+    driver_earnings: int
+    tips: int
+    coop_share: int
+    pass_through: int
+    stripe_fees: int
+    refunded: int
+
+
+class DriverTransferRow(NamedTuple):
+    kind: str
+    reference: str | None
+    recorded_at: datetime
+    currency: str
+    amount: int  # what left the driver's payable account, positive
+
+
+class KindTotals(NamedTuple):
+    """Postings of one account kind in one currency, summed over every owner (signed)."""
+
+    kind: str
+    current: int  # the balance now
+    after_period: int  # moved since the period ended
+    debits: int  # in the period
+    credits: int  # in the period, as a positive number
+
+
+class StripeBalanceMovement(NamedTuple):
+    """One posting on the ledger's stripe_balance account, with its transaction."""
+
+    transaction_id: uuid.UUID
+    kind: str
+    reference: str | None
+    recorded_at: datetime
+    currency: str
+    amount: int  # signed: debit (money in) +, credit (money out) -
+
+
+def _split_part(name: str) -> Any:
+    return func.coalesce(RidePayment.split.op("->>")(name).cast(BigInteger), 0)
+
+
+def _when_set(column: Any, amount: Any) -> Any:
+    return case((column.is_not(None), amount), else_=0)
+
+
+def _any_of(name: str, values: Sequence[str]) -> Any:
+    # One array parameter, however many values: IN would bind each one separately.
+    return any_(bindparam(name, list(values), type_=ARRAY(String)))
+
+
+class StatementRepository:
+    """The reads behind drivers' statements, riders' receipts and the co-op's books."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def _trips(self, driver_id: uuid.UUID, start: datetime, end: datetime) -> Select[Any]:
+        # A debt charge may pay several fares at once: its fee stays with the co-op's
+        # books rather than being shown against one of them.
+        fare_charge = case((RidePayment.status == "debt_paid", None), else_=RidePayment.charge_id)
+        fees = (
+            select(func.coalesce(func.sum(LedgerPosting.amount), 0))
+            .select_from(LedgerTransaction)
+            .join(LedgerPosting, LedgerPosting.transaction_id == LedgerTransaction.id)
+            .join(LedgerAccount, LedgerAccount.id == LedgerPosting.account_id)
+            .where(
+                LedgerTransaction.kind == TransactionKind.stripe_fee.value,
+                LedgerAccount.kind == AccountKind.stripe_fees.value,
+                LedgerTransaction.reference.in_([fare_charge, RidePayment.tip_charge_id]),
+            )
+            .scalar_subquery()
+        )
+        tip = _when_set(RidePayment.tip_charge_id, RidePayment.tip_amount)
+        return select(
+            RidePayment.ride_id,
+            RidePayment.status,
+            RidePayment.settled_at,
+            RidePayment.currency,
+            func.coalesce(RidePayment.fare.op("->>")("total").cast(BigInteger), 0).label("fare"),
+            (func.coalesce(RidePayment.captured_amount, 0) + tip).label("rider_paid"),
+            _split_part("driver").label("driver_share"),
+            tip.label("tip"),
+            (_split_part("commission") + _split_part("reserve") + _split_part("booking_fee")).label(
+                "coop_share"
+            ),
+            _split_part("pass_through").label("pass_through"),
+            fees.label("stripe_fees"),
+            RidePayment.refunded_amount.label("refunded"),
+            (
+                RidePayment.transferred_amount
+                + _when_set(RidePayment.tip_transfer_id, RidePayment.tip_amount)
+            ).label("transferred"),
+        ).where(
+            RidePayment.driver_id == driver_id,
+            RidePayment.settled_at >= start,
+            RidePayment.settled_at < end,
+        )
+
+    async def driver_trips(
+        self, driver_id: uuid.UUID, start: datetime, end: datetime
+    ) -> list[TripFigures]:
+        trips = self._trips(driver_id, start, end).subquery()
+        result = await self.session.execute(
+            select(trips).order_by(trips.c.settled_at, trips.c.ride_id)
+        )
+        return [TripFigures(*(row[:4]), *(int(v) for v in row[4:])) for row in result]
+
+    async def driver_periods(
+        self, driver_id: uuid.UUID, start: datetime, end: datetime, period: str, tz: str
+    ) -> list[PeriodFigures]:
+        """Trips grouped by the day or week (``period``) they settled in, in time zone
+        ``tz``; only periods with trips."""
+        trips = self._trips(driver_id, start, end).subquery()
+        periods = select(
+            trips, func.date_trunc(period, trips.c.settled_at, tz).label("period_start")
+        ).subquery()
+        c = periods.c
+        result = await self.session.execute(
+            select(
+                c.period_start,
+                c.currency,
+                func.count(),
+                *(
+                    func.sum(column)
+                    for column in (
+                        c.fare,
+                        c.rider_paid,
+                        c.driver_share,
+                        c.tip,
+                        c.coop_share,
+                        c.pass_through,
+                        c.stripe_fees,
+                        c.refunded,
+                    )
+                ),
+            )
+            .group_by(c.period_start, c.currency)
+            .order_by(c.period_start, c.currency)
+        )
+        return [PeriodFigures(row[0], row[1], *(int(v) for v in row[2:])) for row in result]
+
+    async def driver_transfers(self, driver_id: uuid.UUID, limit: int) -> list[DriverTransferRow]:
+        result = await self.session.execute(
+            select(
+                LedgerTransaction.kind,
+                LedgerTransaction.reference,
+                LedgerTransaction.recorded_at,
+                LedgerPosting.currency,
+                LedgerPosting.amount,
+            )
+            .join(LedgerPosting, LedgerPosting.transaction_id == LedgerTransaction.id)
+            .join(LedgerAccount, LedgerAccount.id == LedgerPosting.account_id)
+            .where(
+                LedgerAccount.owner_id == driver_id,
+                LedgerAccount.kind.in_(
+                    [AccountKind.driver_payable.value, AccountKind.tips_payable.value]
+                ),
+                LedgerTransaction.kind.in_(
+                    [TransactionKind.driver_transfer.value, TransactionKind.tip_transfer.value]
+                ),
+            )
+            .order_by(LedgerTransaction.recorded_at.desc(), LedgerPosting.id.desc())
+            .limit(limit)
+        )
+        return [DriverTransferRow(*row) for row in result]
+
+    async def receipts(
+        self, rider_id: uuid.UUID, limit: int, before: datetime | None
+    ) -> Sequence[RidePayment]:
+        """The rider's priced rides, newest first."""
+        query = (
+            select(RidePayment)
+            .where(RidePayment.rider_id == rider_id, RidePayment.fare.is_not(None))
+            .order_by(RidePayment.created_at.desc(), RidePayment.ride_id.desc())
+            .limit(limit)
+        )
+        if before is not None:
+            query = query.where(RidePayment.created_at < before)
+        return (await self.session.execute(query)).scalars().all()
+
+    async def receipt(self, rider_id: uuid.UUID, ride_id: uuid.UUID) -> RidePayment | None:
+        result = await self.session.execute(
+            select(RidePayment).where(
+                RidePayment.ride_id == ride_id,
+                RidePayment.rider_id == rider_id,
+                RidePayment.fare.is_not(None),
+            )
+        )
+        return result.scalar_one_or_none()
+
+    async def kind_totals(self, currency: str, start: datetime, end: datetime) -> list[KindTotals]:
+        result = await self.session.execute(
+            text(_KIND_TOTALS), {"currency": currency, "period_from": start, "period_to": end}
+        )
+        return [KindTotals(kind, *(int(v) for v in rest)) for kind, *rest in result]
+
+
+# One statement, so the balances now and the postings since come from the same snapshot.
+_KIND_TOTALS = """
+WITH current AS (
+    SELECT kind, sum(balance_amount) AS balance
+      FROM ledger_accounts
+     WHERE currency = :currency
+     GROUP BY kind
+), moved AS (
+    SELECT a.kind,
+           sum(p.amount) FILTER (WHERE t.recorded_at >= :period_to) AS after_period,
+           sum(p.amount) FILTER (WHERE t.recorded_at < :period_to AND p.amount > 0) AS debits,
+           sum(-p.amount) FILTER (WHERE t.recorded_at < :period_to AND p.amount < 0) AS credits
+      FROM ledger_transactions t
+      JOIN ledger_postings p ON p.transaction_id = t.id
+      JOIN ledger_accounts a ON a.id = p.account_id
+     WHERE t.recorded_at >= :period_from AND p.currency = :currency
+     GROUP BY a.kind
+)
+SELECT current.kind,
+       current.balance,
+       coalesce(moved.after_period, 0),
+       coalesce(moved.debits, 0),
+       coalesce(moved.credits, 0)
+  FROM current
+  LEFT JOIN moved USING (kind)
+ ORDER BY current.kind
+"""
+
+
+class ReconciliationRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def _stripe_balance_movements(
+        self,
+    ) -> Select[uuid.UUID, str, str | None, datetime, str, int]:
+        return (
+            select(
+                LedgerTransaction.id,
+                LedgerTransaction.kind,
+                LedgerTransaction.reference,
+                LedgerTransaction.recorded_at,
+                LedgerPosting.currency,
+                LedgerPosting.amount,
+            )
+            .join(LedgerPosting, LedgerPosting.transaction_id == LedgerTransaction.id)
+            .join(LedgerAccount, LedgerAccount.id == LedgerPosting.account_id)
+            .where(LedgerAccount.kind == AccountKind.stripe_balance.value)
+            .order_by(LedgerTransaction.recorded_at, LedgerPosting.id)
+        )
+
+    async def movements_referencing(self, references: Sequence[str]) -> list[StripeBalanceMovement]:
+        """Every stripe_balance posting of the transactions that reference one of
+        ``references``, whenever recorded."""
+        if not references:
+            return []
+        result = await self.session.execute(
+            self._stripe_balance_movements().where(
+                LedgerTransaction.reference == _any_of("references", references)
+            )
+        )
+        return [StripeBalanceMovement._make(row) for row in result]
+
+    async def movements_recorded(
+        self, start: datetime, end: datetime
+    ) -> list[StripeBalanceMovement]:
+        result = await self.session.execute(
+            self._stripe_balance_movements().where(
+                LedgerTransaction.recorded_at >= start, LedgerTransaction.recorded_at < end
+            )
+        )
+        return [StripeBalanceMovement._make(row) for row in result]
+
+    async def lock_period(self, period_from: datetime, period_to: datetime) -> None:
+        """Serialises runs of one period until the transaction ends."""
+        await self.session.execute(
+            select(
+                func.pg_advisory_xact_lock(
+                    func.hashtextextended(
+                        f"reconciliation:{period_from.isoformat()}:{period_to.isoformat()}", 0
+                    )
+                )
+            )
+        )
+
+    async def finished_run(
+        self, period_from: datetime, period_to: datetime
+    ) -> ReconciliationRun | None:
+        result = await self.session.execute(
+            select(ReconciliationRun)
+            .where(
+                ReconciliationRun.period_from == period_from,
+                ReconciliationRun.period_to == period_to,
+                ReconciliationRun.finished_at.is_not(None),
+            )
+            .order_by(ReconciliationRun.finished_at.desc())
+            .limit(1)
+        )
+        return result.scalar_one_or_none()
+
+    async def add_run(self, run: ReconciliationRun) -> ReconciliationRun:
+        self.session.add(run)
+        await self.session.flush()
+        return run
+
+    async def latest_runs(self, limit: int) -> Sequence[ReconciliationRun]:
+        result = await self.session.execute(
+            select(ReconciliationRun)
+            .order_by(ReconciliationRun.started_at.desc(), ReconciliationRun.id)
+            .limit(limit)
+        )
+        return result.scalars().all()

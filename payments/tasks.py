@@ -13,9 +13,11 @@ from infra.clock import Clock
 from infra.jobs import Handler, Job
 from infra.schedule import Periodic
 from payments.flows import PaymentFlows
+from payments.reconciliation import run_reconciliation
 from payments.stripe_gateway import GatewayProtocol
 
 ADVANCE_EVERY_S = 10
+RECONCILE_EVERY_S = 3600
 
 
 class PaymentTasks:
@@ -43,5 +45,13 @@ class PaymentTasks:
     def handlers(self) -> Mapping[str, Handler]:
         return {"payments.advance": self.advance_ride}
 
+    async def reconcile(self, now: datetime) -> None:
+        # Hourly on purpose: a day that failed (Stripe down) is retried the next hour; a
+        # day with a finished run is not run again.
+        await run_reconciliation(self.sessionmaker, self.gateway, self.clock, now)
+
     def periodic(self) -> list[Periodic]:
-        return [Periodic("payments.advance_due", ADVANCE_EVERY_S, self.advance_due)]
+        return [
+            Periodic("payments.advance_due", ADVANCE_EVERY_S, self.advance_due),
+            Periodic("payments.reconciliation", RECONCILE_EVERY_S, self.reconcile),
+        ]
