@@ -183,3 +183,17 @@ class TimeZoneUnknown(Invalid):
 class UnsupportedCurrency(Invalid):
     type = "unsupported-currency"
     title = "The platform does not handle this currency"
+
+
+class StripeEventNotReady(Conflict):
+    """A webhook event about something not recorded here yet; it is retried."""
+
+    type = "stripe-event-not-ready"
+    title = "The event is about something not recorded here yet; it is retried later"
+
+
+class StripeEventUnsupported(Conflict):
+    """A webhook event the ledger cannot record by itself; dead-lettered at once."""
+
+    type = "stripe-event-unsupported"
+    title = "The event describes a change that is not recorded automatically"

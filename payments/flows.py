@@ -428,7 +428,13 @@ class PaymentFlows:
         if not from_driver or payment.driver_id is None:
             return Clawback.none
         if payment.transfer_id is None:
-            return Clawback.from_payable
+            async with transaction(self.sessionmaker) as session:
+                transfer = await PaymentService(session, self.clock).call(
+                    transfer_key(payment.ride_id)
+                )
+            # A transfer in flight may land after this refund: taking the share off what
+            # is owed would then overdraw it, so the driver owes it instead.
+            return Clawback.from_payable if transfer is None else Clawback.receivable
         async with transaction(self.sessionmaker) as session:
             driver_share, _ = PaymentService(session, self.clock).refund_shares(payment, amount)
         if driver_share.is_zero():

@@ -534,9 +534,11 @@ class PaymentService:
             )
         )
         await self.finish_call(transfer_key(ride_id), "succeeded", {"transfer_id": transfer_id})
+        tip_due = payment.tip_charge_id is not None and payment.tip_transfer_id is None
         values: dict[str, Any] = {
             "transfer_id": transfer_id,
-            "next_attempt_at": None,
+            # A charged tip still to transfer keeps the payment due.
+            "next_attempt_at": self.clock.now() if tip_due else None,
             "updated_at": self.clock.now(),
         }
         if recorded.created:

@@ -15,9 +15,11 @@ from infra.schedule import Periodic
 from payments.flows import PaymentFlows
 from payments.reconciliation import run_reconciliation
 from payments.stripe_gateway import GatewayProtocol
+from payments.webhooks import STRIPE_EVENT_JOB, process_stripe_event, sweep_unprocessed_events
 
 ADVANCE_EVERY_S = 10
 RECONCILE_EVERY_S = 3600
+SWEEP_EVERY_S = 60
 
 
 class PaymentTasks:
@@ -42,8 +44,15 @@ class PaymentTasks:
     async def advance_ride(self, job: Job) -> None:
         await self.flows.advance(uuid.UUID(str(job.payload["ride_id"])))
 
+    async def stripe_event(self, job: Job) -> None:
+        await process_stripe_event(self.sessionmaker, self.clock, str(job.payload["id"]))
+
+    async def sweep_events(self, now: datetime) -> None:
+        # Events whose job was lost (Redis) or that waited for what they build on.
+        await sweep_unprocessed_events(self.sessionmaker, self.redis, self.clock)
+
     def handlers(self) -> Mapping[str, Handler]:
-        return {"payments.advance": self.advance_ride}
+        return {"payments.advance": self.advance_ride, STRIPE_EVENT_JOB: self.stripe_event}
 
     async def reconcile(self, now: datetime) -> None:
         # Hourly on purpose: a day that failed (Stripe down) is retried the next hour; a
@@ -54,4 +63,5 @@ class PaymentTasks:
         return [
             Periodic("payments.advance_due", ADVANCE_EVERY_S, self.advance_due),
             Periodic("payments.reconciliation", RECONCILE_EVERY_S, self.reconcile),
+            Periodic("payments.sweep_events", SWEEP_EVERY_S, self.sweep_events),
         ]

@@ -9,6 +9,8 @@ UNAUTHENTICATED = {
     ("/v1/auth/register", "post"),
     ("/v1/auth/login", "post"),
     ("/v1/auth/refresh", "post"),
+    # Authenticated by Stripe's signature on the body, not by a token.
+    ("/v1/webhooks/stripe", "post"),
 }
 
 

@@ -24,16 +24,6 @@ WEEK = {
 }
 SHARE = {"share_amount": 10_000, "share_currency": "USD"}
 
-pytestmark = pytest.mark.usefixtures("statement_app")
-
-
-@pytest.fixture
-def statement_app(app: FastAPI) -> FastAPI:
-    if not any(getattr(route, "path", None) == "/v1/members/books" for route in app.routes):
-        app.include_router(statements.router)
-    return app
-
-
 @pytest.fixture
 def facts(session: AsyncSession, settings: Settings) -> Facts:
     return Facts(session, FrozenClock(MONDAY), settings)
@@ -244,11 +234,11 @@ async def test_only_admins_reconcile(client: httpx.AsyncClient) -> None:
 
 
 async def test_an_admin_reconciles_a_period_and_finds_the_run_listed(
-    client: httpx.AsyncClient, statement_app: FastAPI, admin: Account
+    client: httpx.AsyncClient, app: FastAPI, admin: Account
 ) -> None:
     stripe = FakeStripeBalance()
     stripe.add("charge", "ch_unknown9", 1_000, MONDAY)
-    statement_app.dependency_overrides[statements.get_balance_transactions] = lambda: stripe
+    app.dependency_overrides[statements.get_balance_transactions] = lambda: stripe
     period = {"period_from": DAY[0].isoformat(), "period_to": DAY[1].isoformat()}
 
     posted = await client.post("/v1/admin/reconciliation", json=period, headers=admin.headers)
