@@ -24,6 +24,7 @@ WEEK = {
 }
 SHARE = {"share_amount": 10_000, "share_currency": "USD"}
 
+
 @pytest.fixture
 def facts(session: AsyncSession, settings: Settings) -> Facts:
     return Facts(session, FrozenClock(MONDAY), settings)
