@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -60,6 +61,9 @@ def problem_type(slug: str) -> str:
     return PROBLEM_TYPE_BASE + slug
 
 
+RESERVED_MEMBERS = frozenset({"type", "title", "status", "detail", "instance", "request_id"})
+
+
 def problem_response(
     request: Request | None,
     status: int,
@@ -67,7 +71,7 @@ def problem_response(
     title: str,
     detail: str,
     headers: dict[str, str] | None = None,
-    **extra: Any,
+    extra: Mapping[str, Any] | None = None,
 ) -> JSONResponse:
     body: dict[str, Any] = {
         "type": problem_type(slug),
@@ -80,7 +84,10 @@ def problem_response(
         request_id = getattr(request.state, "request_id", None)
         if request_id:
             body["request_id"] = request_id
-    body.update({k: v for k, v in extra.items() if v is not None})
+    for key, value in (extra or {}).items():
+        # An extension member never overwrites one RFC 9457 (or we) define.
+        if value is not None and key not in RESERVED_MEMBERS:
+            body[key] = value
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
@@ -88,14 +95,14 @@ def status_problem(
     request: Request | None, status: int, detail: str | None = None, **extra: Any
 ) -> JSONResponse:
     slug, title = _STATUS_TYPES.get(status, ("http-error", "HTTP error"))
-    return problem_response(request, status, slug, title, detail or title, **extra)
+    return problem_response(request, status, slug, title, detail or title, extra=extra)
 
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     return problem_response(
-        request, exc.status, exc.type, exc.title, exc.detail, headers=headers, **exc.extra
+        request, exc.status, exc.type, exc.title, exc.detail, headers=headers, extra=exc.extra
     )
 
 

@@ -35,7 +35,7 @@ async def deny(websocket: WebSocket, error: DomainError) -> None:
     """Refuses the handshake, as an HTTP problem where the server can send one."""
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
         response = problem_response(
-            None, error.status, error.type, error.title, error.detail, **error.extra
+            None, error.status, error.type, error.title, error.detail, extra=error.extra
         )
         await websocket.send_denial_response(response)
     else:

@@ -12,6 +12,8 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 
 from sqlalchemy import DateTime, MetaData, Uuid, text
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -70,6 +72,22 @@ async def transaction(
         except BaseException:
             await session.rollback()
             raise
+
+
+async def insert_unless_present(session: AsyncSession, row: Base) -> bool:
+    """Inserts ``row`` unless one with the same primary key exists (perhaps just inserted
+    by a concurrent transaction, which this waits for); True if this call inserted it.
+    Columns left unset take their server defaults."""
+    mapper = sa_inspect(type(row))
+    values = {c.key: getattr(row, c.key) for c in mapper.columns}
+    values = {key: value for key, value in values.items() if value is not None}
+    inserted = await session.execute(
+        pg_insert(type(row))
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=list(mapper.primary_key))
+        .returning(*mapper.primary_key)
+    )
+    return inserted.first() is not None
 
 
 async def ping(engine: AsyncEngine) -> None:

@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from infra.db import insert_unless_present
 from infra.ids import new_id
 from payments.errors import (
     FarePolicyNotInForce,
@@ -411,17 +412,7 @@ class CustomerRepository:
 
     async def add(self, customer: PaymentCustomer) -> PaymentCustomer:
         """Inserts, or returns the row a concurrent request inserted first."""
-        await self.session.execute(
-            insert(PaymentCustomer)
-            .values(
-                user_id=customer.user_id,
-                stripe_customer_id=customer.stripe_customer_id,
-                default_payment_method_id=customer.default_payment_method_id,
-                created_at=customer.created_at,
-                updated_at=customer.updated_at,
-            )
-            .on_conflict_do_nothing(index_elements=[PaymentCustomer.user_id])
-        )
+        await insert_unless_present(self.session, customer)
         stored = await self.get(customer.user_id)
         assert stored is not None
         return stored
@@ -452,19 +443,7 @@ class PayoutAccountRepository:
         return result.scalar_one_or_none()
 
     async def add(self, account: DriverPayoutAccount) -> DriverPayoutAccount:
-        await self.session.execute(
-            insert(DriverPayoutAccount)
-            .values(
-                driver_id=account.driver_id,
-                stripe_account_id=account.stripe_account_id,
-                details_submitted=account.details_submitted,
-                charges_enabled=account.charges_enabled,
-                payouts_enabled=account.payouts_enabled,
-                created_at=account.created_at,
-                updated_at=account.updated_at,
-            )
-            .on_conflict_do_nothing(index_elements=[DriverPayoutAccount.driver_id])
-        )
+        await insert_unless_present(self.session, account)
         stored = await self.get(account.driver_id)
         assert stored is not None
         return stored
@@ -553,15 +532,7 @@ class RidePaymentRepository:
 
     async def add(self, payment: RidePayment) -> tuple[RidePayment, bool]:
         """Inserts the ride's payment; (existing row, False) when the ride already has one."""
-        values = {c.key: getattr(payment, c.key) for c in RidePayment.__table__.columns}
-        values = {k: v for k, v in values.items() if v is not None}
-        inserted = await self.session.execute(
-            insert(RidePayment)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=[RidePayment.ride_id])
-            .returning(RidePayment.ride_id)
-        )
-        created = inserted.scalar_one_or_none() is not None
+        created = await insert_unless_present(self.session, payment)
         stored = await self.get(payment.ride_id, lock=True)
         assert stored is not None
         return stored, created
@@ -633,19 +604,8 @@ class StripeCallRepository:
 
     async def record(self, call: StripeCall) -> StripeCall:
         """Records the call before it is made; a retry finds the first record and its key."""
-        await self.session.execute(
-            insert(StripeCall)
-            .values(
-                idempotency_key=call.idempotency_key,
-                operation=call.operation,
-                ride_id=call.ride_id,
-                request=call.request,
-                status="pending",
-                created_at=call.created_at,
-                updated_at=call.updated_at,
-            )
-            .on_conflict_do_nothing(index_elements=[StripeCall.idempotency_key])
-        )
+        call.status = "pending"
+        await insert_unless_present(self.session, call)
         stored = await self.session.get(StripeCall, call.idempotency_key, populate_existing=True)
         assert stored is not None
         return stored

@@ -759,7 +759,8 @@ class PaymentService:
         if target is not None and _rank(current.status) >= _rank(target):
             return current
         raise RidePaymentStateConflict(
-            f"the payment of ride {ride_id} is {current.status}", status=current.status
+            f"the payment of ride {ride_id} is {current.status}",
+            payment_status=current.status,
         )
 
 

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 
 from redis.asyncio import Redis
 
+from dispatch.tasks import DispatchTasks
 from infra.clock import Clock, SystemClock
 from infra.db import create_engine, create_sessionmaker
 from infra.jobs import Handler, JobConsumer
@@ -80,8 +81,12 @@ async def run_worker(settings: Settings) -> None:
     gateway = StripeGateway(settings.stripe)
     clock = SystemClock()
     try:
-        payments = PaymentTasks(create_sessionmaker(engine), gateway, redis, clock)
-        worker = Worker(redis, {**payments.handlers()}, [*payments.periodic()], clock)
+        sessionmaker = create_sessionmaker(engine)
+        payments = PaymentTasks(sessionmaker, gateway, redis, clock)
+        dispatch = DispatchTasks(sessionmaker, payments.flows, redis, clock)
+        worker = Worker(
+            redis, {**payments.handlers()}, [*payments.periodic(), *dispatch.periodic()], clock
+        )
         install_stop_signals(worker)
         await worker.run()
     finally:
