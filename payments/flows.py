@@ -255,17 +255,44 @@ class PaymentFlows:
 
     async def _release(self, ride_id: uuid.UUID) -> RidePaymentRead:
         payment = await self._get(ride_id)
-        if payment.payment_intent_id is None:
-            # Nothing was held (the authorization never got an answer): nothing to release.
-            return await self._record(ride_id, lambda s: s.cancelled(ride_id))
+        payment_intent_id = payment.payment_intent_id
         key = cancel_key(ride_id)
+        if payment_intent_id is None:
+            try:
+                payment_intent_id = await self._unanswered_hold(ride_id)
+            except PaymentProviderUnavailable as down:
+                return await self._retry_later(ride_id, key, down)
+        if payment_intent_id is None:
+            return await self._record(ride_id, lambda s: s.cancelled(ride_id))
         try:
             await self.gateway.cancel_authorization(
-                payment_intent_id=payment.payment_intent_id, idempotency_key=key
+                payment_intent_id=payment_intent_id, idempotency_key=key
             )
         except PaymentProviderUnavailable as down:
             return await self._retry_later(ride_id, key, down)
         return await self._record(ride_id, lambda s: s.cancelled(ride_id))
+
+    async def _unanswered_hold(self, ride_id: uuid.UUID) -> str | None:
+        """The hold an authorization call may have placed though we never got its answer
+        (a timeout, a crash). Replaying the recorded call with its key returns that hold
+        if Stripe made it, so it can be released rather than left on the rider's card; if
+        Stripe never made it, the replay makes it now and it is released all the same."""
+        async with transaction(self.sessionmaker) as session:
+            call = await PaymentService(session, self.clock).call(authorize_key(ride_id))
+            payment = await PaymentService(session, self.clock).get(ride_id)
+        if call is None or "payment_method_id" not in call.request:
+            return None
+        try:
+            intent = await self.gateway.authorize(
+                customer_id=str(call.request["customer_id"]),
+                payment_method_id=str(call.request["payment_method_id"]),
+                amount=Money(payment.authorized_amount, payment.currency),
+                metadata=_metadata(ride_id, "fare"),
+                idempotency_key=authorize_key(ride_id),
+            )
+        except (CardDeclined, CardAuthenticationRequired):
+            return None
+        return intent.id if intent.status == "requires_capture" else None
 
     # Transfers.
 

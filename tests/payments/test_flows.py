@@ -334,3 +334,39 @@ async def test_a_refund_reverses_the_drivers_share_by_policy(
 def test_the_hold_leaves_headroom_above_the_upfront_price() -> None:
     assert hold_amount(usd(2_000)) == usd(2_500)
     assert hold_amount(usd(1_999)) == usd(2_499)  # 1999 + 499.75, rounded once to 500
+
+
+async def test_cancelling_while_the_hold_is_unanswered_releases_it_anyway(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    ready: People,
+    fake_stripe: FakeConnect,
+    session: AsyncSession,
+) -> None:
+    impatient = StripeGateway(stripe_settings_for(fake_stripe, timeout_s=0.5))
+    try:
+        flows = PaymentFlows(sessionmaker, impatient, SystemClock())
+        ride_id = uuid.uuid4()
+        # Stripe places the hold, but its answer never reaches us.
+        fake_stripe.add_fault("/v1/payment_intents", status=0, delay_s=1.0)
+        assert (await flows.authorize_ride(ride_id, ready.rider_id, usd(2_500))).status == (
+            "authorizing"
+        )
+        await asyncio.sleep(1.0)
+        cancelled = await flows.cancel_ride(ride_id, None, None, None)
+    finally:
+        await impatient.aclose()
+    assert cancelled.status == "cancelled"
+    customer = await PaymentService(session, SystemClock()).customer(ready.rider_id)
+    assert customer is not None
+    intents = await payment_intents_of(fake_stripe, customer.stripe_customer_id)
+    assert len(intents) == 1
+    held = await flows_gateway_status(fake_stripe, intents[0])
+    assert held == "canceled"
+
+
+async def flows_gateway_status(fake: FakeConnect, payment_intent_id: str) -> str:
+    gateway = StripeGateway(stripe_settings_for(fake))
+    try:
+        return (await gateway.retrieve_payment_intent(payment_intent_id)).status
+    finally:
+        await gateway.aclose()
