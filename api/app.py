@@ -12,7 +12,18 @@ from fastapi.openapi.utils import get_openapi
 from accounts.passwords import Passwords
 from api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from api.problems import as_problem_media_type, install_problem_handlers, problem_responses
-from api.routes import admin, auth, health, me, payments, rides, statements, webhooks, ws
+from api.routes import (
+    admin,
+    auth,
+    governance,
+    health,
+    me,
+    payments,
+    rides,
+    statements,
+    webhooks,
+    ws,
+)
 from api.state import Resources
 from infra.clock import Clock, SystemClock
 from infra.db import create_engine, create_sessionmaker
@@ -77,7 +88,18 @@ def create_app(
     if resources is not None:
         app.state.resources = resources
     install_problem_handlers(app)
-    for module in (health, auth, me, admin, payments, rides, statements, webhooks, ws):
+    for module in (
+        health,
+        auth,
+        me,
+        admin,
+        payments,
+        rides,
+        statements,
+        webhooks,
+        governance,
+        ws,
+    ):
         app.include_router(module.router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)

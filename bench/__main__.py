@@ -21,6 +21,8 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("bench.payments_settle", []),
     ("bench.ledger_verify", []),
     ("bench.governance_tally", []),
+    ("bench.governance_impact", []),
+    ("bench.governance_votes", []),
 ]
 
 

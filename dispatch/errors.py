@@ -96,3 +96,23 @@ class CancellationFeeChanged(Conflict):
 class RideAlreadyRated(Conflict):
     type = "ride-already-rated"
     title = "This ride was already rated"
+
+
+class OfferNotFound(NotFound):
+    type = "offer-not-found"
+    title = "No such offer"
+
+
+class OfferNotYours(Forbidden):
+    type = "offer-not-yours"
+    title = "This offer was made to another driver"
+
+
+class OfferExpired(Conflict):
+    type = "offer-expired"
+    title = "The offer is no longer open: it expired, was declined, withdrawn or taken"
+
+
+class MatchDecisionNotFound(NotFound):
+    type = "match-decision-not-found"
+    title = "No such matching decision among those you were a candidate in"

@@ -715,6 +715,63 @@ class LiveState:
             return False
         return bool(await self.redis.xdel(outbox_key(driver_id), message_id))
 
+    # Trips: the ride a driver is on, so that their positions become the ride's
+    # breadcrumbs and reach its rider. Set by whoever moves the ride, after the commit.
+
+    async def set_trip(self, driver_id: uuid.UUID, trip: LiveTrip) -> None:
+        """Links the driver to the ride under way; set again at each transition with the
+        ride's new status. Forgotten after ``TRIP_TTL_S`` should :meth:`clear_trip`
+        never come, so a lost end of a ride cannot show a driver to a rider for long."""
+        key = trip_key(driver_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                key,
+                mapping={
+                    "ride_id": str(trip.ride_id),
+                    "rider_id": str(trip.rider_id),
+                    "status": trip.status,
+                    "pickup_lat": repr(trip.pickup_lat),
+                    "pickup_lng": repr(trip.pickup_lng),
+                },
+            )
+            pipe.expire(key, TRIP_TTL_S)
+            await pipe.execute()
+
+    async def clear_trip(self, driver_id: uuid.UUID, ride_id: uuid.UUID | None = None) -> bool:
+        """Unlinks the driver from their ride; when ``ride_id`` is given, only from that
+        one, so a late call for an earlier ride cannot unlink the next. False if nothing
+        was unlinked."""
+        cleared = await self.redis.register_script(_CLEAR_TRIP)(
+            keys=[trip_key(driver_id)], args=["" if ride_id is None else str(ride_id)]
+        )
+        return bool(cleared)
+
+    async def trip_of(self, driver_id: uuid.UUID) -> LiveTrip | None:
+        values = await self.redis.hmget(trip_key(driver_id), list(_TRIP_FIELDS))
+        return _live_trip(cast("list[str | None]", values))
+
+    async def update_locations_with_trips(
+        self, updates: Sequence[tuple[uuid.UUID, LocationUpdate]], now: datetime
+    ) -> list[tuple[str | None, LiveTrip | None]]:
+        """:meth:`update_locations`, each result with the driver's trip (None when on
+        none), in the same single round trip."""
+        if not updates:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for driver_id, update in updates:
+                region = _region(update)
+                await self._update_location(
+                    keys=[driver_key(driver_id), SEEN_KEY, geo_key(region)],
+                    args=_update_args(driver_id, region, update, now),
+                    client=pipe,
+                )
+                pipe.hmget(trip_key(driver_id), list(_TRIP_FIELDS))
+            results = await pipe.execute()
+        return [
+            (str(stored) if stored else None, _live_trip(trip))
+            for stored, trip in zip(results[::2], results[1::2], strict=True)
+        ]
+
 
 def _region(update: LocationUpdate) -> str:
     _require_storable(update.lat, update.lng)
@@ -792,3 +849,48 @@ def _ttl_ms(ttl_s: float) -> int:
     if not ttl_s > 0:
         raise ValueError("ttl_s must be > 0")
     return _duration_ms(ttl_s)
+
+
+# Trips (appended with the driver channel).
+
+TRIP_PREFIX = f"{PREFIX}trip:"
+# Longer than any trip: the link outlives a ride whose end was never recorded only so long.
+TRIP_TTL_S = 12 * 3600
+
+TripStatus = Literal["driver_assigned", "driver_arrived", "in_progress"]
+_TRIP_STATUSES: tuple[TripStatus, ...] = ("driver_assigned", "driver_arrived", "in_progress")
+_TRIP_FIELDS = ("ride_id", "rider_id", "status", "pickup_lat", "pickup_lng")
+
+# KEYS: the driver's trip. ARGV: ride id or '' for any.
+_CLEAR_TRIP = """
+if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'ride_id') ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
+"""
+
+
+def trip_key(driver_id: uuid.UUID) -> str:
+    return f"{TRIP_PREFIX}{driver_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class LiveTrip:
+    """The ride a driver is on, as live state knows it: ``live:trip:{driver_id}``, a hash
+    of these fields, from assignment until the ride ends."""
+
+    ride_id: uuid.UUID
+    rider_id: uuid.UUID
+    status: TripStatus
+    pickup_lat: float
+    pickup_lng: float
+
+    def __post_init__(self) -> None:
+        if self.status not in _TRIP_STATUSES:
+            raise ValueError(f"a driver is on a trip only while it is one of {_TRIP_STATUSES}")
+        _require_storable(self.pickup_lat, self.pickup_lng)
+
+
+def _live_trip(values: Sequence[str | None]) -> LiveTrip | None:
+    ride_id, rider_id, status, lat, lng = values
+    if not (ride_id and rider_id and lat and lng) or status not in _TRIP_STATUSES:
+        return None
+    return LiveTrip(uuid.UUID(ride_id), uuid.UUID(rider_id), status, float(lat), float(lng))

@@ -9,26 +9,40 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from geoalchemy2 import WKTElement
+from geoalchemy2 import Geometry, WKTElement
 from geoalchemy2.shape import to_shape
 from shapely.geometry import Point as ShapelyPoint
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Uuid,
     any_,
+    cast,
     exists,
+    extract,
     func,
+    insert,
     literal,
     not_,
     select,
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dispatch.errors import DriverBusy, ZoneCodeTaken
-from dispatch.models import Offer, Quote, Ride, RideEvent, RideStatus, Zone
+from dispatch.models import (
+    DriverShift,
+    MatchDecision,
+    Offer,
+    Quote,
+    Ride,
+    RideEvent,
+    RideStatus,
+    Zone,
+)
 
 SERVICE_AREA = "service_area"
 
@@ -327,3 +341,453 @@ class RideRepository:
             .returning(Offer.id)
         )
         return len(result.scalars().all())
+
+
+# Offers, match decisions and the inputs of fairness: the dispatcher's and the offers' SQL.
+#
+# Lock order: whatever changes both a ride and its offers locks the ride row first (as the
+# ride's own transitions do, before withdrawing its offers), so an accept, a decline, an
+# expiry and a cancellation of the same ride queue up instead of deadlocking.
+
+# Rides are matched only while in matching; a ride in requested still waits for its payment.
+_MATCHING = RideStatus.matching.value
+OFFERED = "offered"
+# Offers inserted per statement: 9 parameters each stays far below PostgreSQL's 32,767.
+_OFFER_BATCH = 2_000
+
+
+@dataclass(frozen=True, slots=True)
+class OfferDetails:
+    """What a driver needs to judge an offer: where, how far, and the upfront fare."""
+
+    ride_id: uuid.UUID
+    pickup: tuple[float, float]
+    dropoff: tuple[float, float]
+    fare_amount: int
+    currency: str
+    trip_distance_m: int
+    trip_duration_s: int
+
+
+class OfferRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def insert_live(self, offers: Sequence[Offer]) -> list[Offer]:
+        """Inserts live offers and returns those stored. An offer for a ride or a driver
+        that already holds a live one (a concurrent dispatcher got there first) is
+        skipped: the partial unique indexes decide, not a read before the write."""
+        stored: set[uuid.UUID] = set()
+        for start in range(0, len(offers), _OFFER_BATCH):
+            batch = offers[start : start + _OFFER_BATCH]
+            statement = (
+                pg_insert(Offer)
+                .values(
+                    [
+                        {
+                            "id": offer.id,
+                            "ride_id": offer.ride_id,
+                            "driver_id": offer.driver_id,
+                            "decision_id": offer.decision_id,
+                            "status": offer.status,
+                            "pickup_eta_s": offer.pickup_eta_s,
+                            "offered_at": offer.offered_at,
+                            "expires_at": offer.expires_at,
+                        }
+                        for offer in batch
+                    ]
+                )
+                .on_conflict_do_nothing()
+                .returning(Offer.id)
+            )
+            stored.update((await self.session.execute(statement)).scalars())
+        return [offer for offer in offers if offer.id in stored]
+
+    async def get(self, offer_id: uuid.UUID) -> Offer | None:
+        result = await self.session.execute(
+            select(Offer).where(Offer.id == offer_id).execution_options(populate_existing=True)
+        )
+        return result.scalar_one_or_none()
+
+    async def respond(
+        self,
+        offer_id: uuid.UUID,
+        driver_id: uuid.UUID,
+        status: str,
+        now: datetime,
+        *,
+        unexpired: bool,
+    ) -> Offer | None:
+        """Compare-and-set from ``offered`` to ``status``, only for the offer's own driver
+        (and, with ``unexpired``, only before it expires). None if that did not hold."""
+        statement = update(Offer).where(
+            Offer.id == offer_id, Offer.driver_id == driver_id, Offer.status == OFFERED
+        )
+        if unexpired:
+            statement = statement.where(Offer.expires_at > now)
+        result = await self.session.execute(
+            statement.values(status=status, responded_at=now)
+            .returning(Offer)
+            .execution_options(synchronize_session=False, populate_existing=True)
+        )
+        return result.scalar_one_or_none()
+
+    async def expire_due(self, now: datetime, regions: Sequence[str]) -> list[Offer]:
+        """Marks the live offers of rides in ``regions`` that expired by ``now`` as
+        expired and returns them; each offer is expired by one caller only."""
+        due_rides = (
+            select(Ride.id)
+            .where(
+                Ride.region.in_(list(regions)),
+                Ride.id.in_(
+                    select(Offer.ride_id).where(Offer.status == OFFERED, Offer.expires_at <= now)
+                ),
+            )
+            .order_by(Ride.id)
+            .with_for_update(key_share=True)
+        )
+        locked = list((await self.session.execute(due_rides)).scalars())
+        if not locked:
+            return []
+        result = await self.session.execute(
+            update(Offer)
+            .where(Offer.ride_id.in_(locked), Offer.status == OFFERED, Offer.expires_at <= now)
+            .values(status="expired", responded_at=now)
+            .returning(Offer)
+            .execution_options(synchronize_session=False)
+        )
+        return list(result.scalars())
+
+    async def lock_ride(self, ride_id: uuid.UUID) -> bool:
+        """Locks the ride's row until the transaction ends; False if there is no ride."""
+        result = await self.session.execute(
+            select(Ride.id).where(Ride.id == ride_id).with_for_update(key_share=True)
+        )
+        return result.scalar_one_or_none() is not None
+
+    async def exclude_driver(self, ride_id: uuid.UUID, driver_id: uuid.UUID) -> bool:
+        """Adds the driver to the ride's excluded drivers while it is in matching (once);
+        the version moves, so a transition that read the ride before sees the change."""
+        result = await self.session.execute(
+            update(Ride)
+            .where(
+                Ride.id == ride_id,
+                Ride.status == _MATCHING,
+                not_(literal(driver_id, Uuid) == any_(Ride.excluded_driver_ids)),
+            )
+            .values(
+                excluded_driver_ids=func.array_append(Ride.excluded_driver_ids, driver_id),
+                version=Ride.version + 1,
+            )
+            .returning(Ride.id)
+            .execution_options(synchronize_session=False)
+        )
+        return result.scalar_one_or_none() is not None
+
+    async def rides_holding_offers(self, ride_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        if not ride_ids:
+            return set()
+        result = await self.session.execute(
+            select(Offer.ride_id).where(Offer.status == OFFERED, Offer.ride_id.in_(list(ride_ids)))
+        )
+        return set(result.scalars())
+
+    async def drivers_holding_offers(self, driver_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        if not driver_ids:
+            return set()
+        result = await self.session.execute(
+            select(Offer.driver_id).where(
+                Offer.status == OFFERED, Offer.driver_id.in_(list(driver_ids))
+            )
+        )
+        return set(result.scalars())
+
+    async def drivers_with_rides_under_way(self, driver_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        if not driver_ids:
+            return set()
+        result = await self.session.execute(
+            select(Ride.driver_id).where(
+                Ride.driver_id.in_(list(driver_ids)),
+                Ride.status.in_(("driver_assigned", "driver_arrived", "in_progress")),
+            )
+        )
+        return {driver_id for driver_id in result.scalars() if driver_id is not None}
+
+    async def offers_by_driver(self, since: datetime, until: datetime) -> dict[uuid.UUID, int]:
+        """How many offers each driver was made in [since, until)."""
+        result = await self.session.execute(
+            select(Offer.driver_id, func.count())
+            .where(Offer.offered_at >= since, Offer.offered_at < until)
+            .group_by(Offer.driver_id)
+        )
+        return {driver_id: int(count) for driver_id, count in result.all()}
+
+    async def open_regions(self) -> list[str]:
+        """The regions with rides in matching."""
+        result = await self.session.execute(
+            select(Ride.region).where(Ride.status == _MATCHING).distinct().order_by(Ride.region)
+        )
+        return list(result.scalars())
+
+    async def details(self, ride_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, OfferDetails]:
+        if not ride_ids:
+            return {}
+        pickup = cast(Ride.pickup, Geometry)
+        dropoff = cast(Ride.dropoff, Geometry)
+        result = await self.session.execute(
+            select(
+                Ride.id,
+                func.ST_Y(pickup),
+                func.ST_X(pickup),
+                func.ST_Y(dropoff),
+                func.ST_X(dropoff),
+                Quote.total_amount,
+                Quote.currency,
+                Quote.estimated_distance_m,
+                Quote.estimated_duration_s,
+            )
+            .join(Quote, Quote.id == Ride.quote_id)
+            .where(Ride.id.in_(list(ride_ids)))
+        )
+        return {
+            ride_id: OfferDetails(
+                ride_id=ride_id,
+                pickup=(float(pickup_lat), float(pickup_lng)),
+                dropoff=(float(dropoff_lat), float(dropoff_lng)),
+                fare_amount=int(amount),
+                currency=currency,
+                trip_distance_m=int(distance),
+                trip_duration_s=int(duration),
+            )
+            for (
+                ride_id,
+                pickup_lat,
+                pickup_lng,
+                dropoff_lat,
+                dropoff_lng,
+                amount,
+                currency,
+                distance,
+                duration,
+            ) in result.all()
+        }
+
+
+class MatchDecisionRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add_many(self, decisions: Sequence[MatchDecision]) -> None:
+        if not decisions:
+            return
+        await self.session.execute(
+            insert(MatchDecision),
+            [
+                {
+                    "id": decision.id,
+                    "ride_id": decision.ride_id,
+                    "region": decision.region,
+                    "policy": decision.policy,
+                    "window_at": decision.window_at,
+                    "chosen_driver_id": decision.chosen_driver_id,
+                    "candidates": decision.candidates,
+                    "params": decision.params,
+                }
+                for decision in decisions
+            ],
+        )
+
+    async def get(self, decision_id: uuid.UUID) -> MatchDecision | None:
+        return await self.session.get(MatchDecision, decision_id)
+
+    async def with_candidate(
+        self,
+        driver_id: uuid.UUID,
+        *,
+        ride_id: uuid.UUID | None,
+        since: datetime,
+        limit: int,
+    ) -> list[MatchDecision]:
+        """Decisions since ``since`` in which the driver was a candidate, newest first."""
+        query = select(MatchDecision).where(
+            MatchDecision.candidates.contains([{"driver_id": str(driver_id)}]),
+            MatchDecision.window_at >= since,
+        )
+        if ride_id is not None:
+            query = query.where(MatchDecision.ride_id == ride_id)
+        query = query.order_by(MatchDecision.window_at.desc(), MatchDecision.id.desc()).limit(limit)
+        return list((await self.session.execute(query)).scalars())
+
+
+class FairnessRepository:
+    """Earnings and time online per driver, from dispatch's own rides and shifts."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def fares_by_driver(
+        self, since: datetime, until: datetime, driver_ids: Sequence[uuid.UUID] | None = None
+    ) -> list[tuple[uuid.UUID, str, int]]:
+        """(driver, currency, minor units): the final fares of each driver's rides
+        completed in [since, until), per currency."""
+        currency = Ride.final_fare["currency"].astext
+        total = func.sum(cast(Ride.final_fare["total"].astext, BigInteger))
+        query = (
+            select(Ride.driver_id, currency, total)
+            .where(
+                Ride.status == RideStatus.completed.value,
+                Ride.ended_at >= since,
+                Ride.ended_at < until,
+                Ride.driver_id.is_not(None),
+            )
+            .group_by(Ride.driver_id, currency)
+        )
+        if driver_ids is not None:
+            if not driver_ids:
+                return []
+            query = query.where(Ride.driver_id.in_(list(driver_ids)))
+        result = await self.session.execute(query)
+        return [
+            (driver_id, str(code), int(amount or 0))
+            for driver_id, code, amount in result.all()
+            if driver_id is not None
+        ]
+
+    async def online_seconds(
+        self,
+        since: datetime,
+        until: datetime,
+        now: datetime,
+        driver_ids: Sequence[uuid.UUID] | None = None,
+    ) -> dict[uuid.UUID, float]:
+        """Each driver's seconds online within [since, until); a shift still open counts
+        until ``now``. Drivers with no time online in the period are left out."""
+        end = func.least(func.coalesce(DriverShift.ended_at, now), until)
+        start = func.greatest(DriverShift.started_at, since)
+        seconds = func.sum(extract("epoch", end - start))
+        query = (
+            select(DriverShift.driver_id, seconds)
+            .where(
+                DriverShift.started_at < until,
+                func.coalesce(DriverShift.ended_at, now) > since,
+                DriverShift.started_at < now,
+            )
+            .group_by(DriverShift.driver_id)
+        )
+        if driver_ids is not None:
+            if not driver_ids:
+                return {}
+            query = query.where(DriverShift.driver_id.in_(list(driver_ids)))
+        result = await self.session.execute(query)
+        return {driver_id: float(total) for driver_id, total in result.all() if total and total > 0}
+
+
+# The driver channel: shifts online and trip breadcrumbs.
+
+
+class ShiftRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def open(self, driver_id: uuid.UUID, now: datetime) -> uuid.UUID:
+        """Opens the driver's shift, or answers the one already open (a second device,
+        a reconnect): a driver has at most one open shift, which the index guards."""
+        for _ in range(3):
+            inserted = await self.session.execute(
+                pg_insert(DriverShift)
+                .values(driver_id=driver_id, started_at=now)
+                .on_conflict_do_nothing(
+                    index_elements=[DriverShift.driver_id],
+                    index_where=DriverShift.ended_at.is_(None),
+                )
+                .returning(DriverShift.id)
+            )
+            shift_id = inserted.scalar_one_or_none()
+            if shift_id is None:
+                shift_id = (
+                    await self.session.execute(
+                        select(DriverShift.id).where(
+                            DriverShift.driver_id == driver_id, DriverShift.ended_at.is_(None)
+                        )
+                    )
+                ).scalar_one_or_none()
+            if shift_id is not None:
+                return shift_id
+        raise RuntimeError(f"could not open a shift for driver {driver_id}")
+
+    async def close(self, shift_id: uuid.UUID, now: datetime) -> bool:
+        """Ends the shift if it is still open; False if it was not."""
+        result = await self.session.execute(
+            update(DriverShift)
+            .where(DriverShift.id == shift_id, DriverShift.ended_at.is_(None))
+            .values(ended_at=func.greatest(now, DriverShift.started_at))
+            .returning(DriverShift.id)
+        )
+        return result.scalar_one_or_none() is not None
+
+    async def open_shift(self, driver_id: uuid.UUID) -> DriverShift | None:
+        result = await self.session.execute(
+            select(DriverShift).where(
+                DriverShift.driver_id == driver_id, DriverShift.ended_at.is_(None)
+            )
+        )
+        return result.scalar_one_or_none()
+
+
+@dataclass(frozen=True, slots=True)
+class BreadcrumbRow:
+    ride_id: uuid.UUID
+    driver_id: uuid.UUID
+    lat: float
+    lng: float
+    recorded_at: datetime
+    speed_mps: float | None
+    heading_deg: float | None
+    accuracy_m: float | None
+
+
+# One statement for a whole batch: the rows travel as one array per column. Rows of a
+# ride the driver is not (or no longer) driving are dropped, not refused: a batch is not
+# lost for one row whose ride was reassigned meanwhile.
+_ADD_BREADCRUMBS = text(
+    """
+WITH stored AS (
+INSERT INTO breadcrumbs (ride_id, driver_id, point, recorded_at, speed_mps, heading_deg,
+                         accuracy_m)
+SELECT t.ride_id, t.driver_id, ST_SetSRID(ST_MakePoint(t.lng, t.lat), 4326)::geography,
+       t.recorded_at, t.speed_mps, t.heading_deg, t.accuracy_m
+  FROM unnest(CAST(:ride_ids AS uuid[]), CAST(:driver_ids AS uuid[]),
+              CAST(:lats AS float8[]), CAST(:lngs AS float8[]),
+              CAST(:recorded_ats AS timestamptz[]), CAST(:speeds AS float8[]),
+              CAST(:headings AS float8[]), CAST(:accuracies AS float8[]))
+       AS t(ride_id, driver_id, lat, lng, recorded_at, speed_mps, heading_deg, accuracy_m)
+  JOIN rides r ON r.id = t.ride_id AND r.driver_id = t.driver_id
+RETURNING 1
+)
+SELECT count(*) FROM stored
+"""
+)
+
+
+class BreadcrumbRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add_many(self, rows: Sequence[BreadcrumbRow]) -> int:
+        """Inserts the rows in one statement; returns how many were stored."""
+        if not rows:
+            return 0
+        result = await self.session.execute(
+            _ADD_BREADCRUMBS,
+            {
+                "ride_ids": [row.ride_id for row in rows],
+                "driver_ids": [row.driver_id for row in rows],
+                "lats": [row.lat for row in rows],
+                "lngs": [row.lng for row in rows],
+                "recorded_ats": [row.recorded_at for row in rows],
+                "speeds": [row.speed_mps for row in rows],
+                "headings": [row.heading_deg for row in rows],
+                "accuracies": [row.accuracy_m for row in rows],
+            },
+        )
+        return int(result.scalar_one())

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -167,3 +167,127 @@ class RatingCreate(BaseModel):
 
     rating: int = Field(ge=1, le=5)
     comment: str | None = Field(default=None, max_length=1000)
+
+
+# Offers and the transparency of matching.
+
+OfferStatusName = Literal["offered", "accepted", "declined", "expired", "withdrawn"]
+ExplanationOutcomeName = Literal["offered", "lost_on_cost", "needed_elsewhere", "not_a_candidate"]
+
+
+class OfferRead(BaseModel):
+    id: uuid.UUID
+    ride_id: uuid.UUID
+    driver_id: uuid.UUID
+    decision_id: uuid.UUID
+    status: OfferStatusName
+    pickup_eta_s: int = Field(description="Seconds from the driver to the pickup, as matched")
+    offered_at: datetime
+    expires_at: datetime = Field(description="Accept before then; afterwards it is 409")
+    responded_at: datetime | None
+
+
+class OfferAcceptance(BaseModel):
+    offer: OfferRead
+    ride: RideRead = Field(description="The ride, now assigned to you (without the PIN)")
+
+
+class CostRead(BaseModel):
+    eta_s: float = Field(description="Estimated seconds to the pickup")
+    fairness_bonus_s: float = Field(
+        description="Seconds taken off for fairness (idle time, low earnings today)"
+    )
+    cost: float = Field(description="eta_s - fairness_bonus_s: the lowest total wins")
+
+
+class MatchExplanationRead(BaseModel):
+    """Why an offer went where it went, told to one driver: their own cost against the
+    winner's, never who the winner is."""
+
+    decision_id: uuid.UUID
+    ride_id: uuid.UUID
+    decided_at: datetime
+    policy: str
+    outcome: ExplanationOutcomeName = Field(
+        description="offered: you got it; lost_on_cost: the winner cost no more than you; "
+        "needed_elsewhere: you cost less, but serving every request of the window needed "
+        "you for another one (or an older request took you first)"
+    )
+    waited_s: float = Field(description="How long the request had waited at the decision")
+    radius_m: float = Field(description="How far the request looked for drivers")
+    candidates: int = Field(description="How many drivers were considered")
+    own: CostRead | None
+    winner: CostRead | None = Field(description="Null when nobody got the offer")
+
+
+class FairnessRead(BaseModel):
+    """How evenly work and pay were spread on one day (UTC), across drivers online."""
+
+    day: date
+    drivers: int = Field(description="Drivers with time online that day")
+    hours_online: float
+    offers: int
+    earnings_amount: int = Field(
+        description="Fares of the rides completed that day, in minor units of currency"
+    )
+    currency: str | None = Field(
+        description="The currency most of the day's fares were in (the only one counted); "
+        "null when nothing was earned"
+    )
+    earnings_per_hour_gini: float = Field(
+        description="Gini of fares earned per hour online: 0 is perfectly even, 1 is one "
+        "driver earning everything"
+    )
+    offers_per_hour_gini: float = Field(description="Gini of offers per hour online")
+    earnings_per_hour_lorenz: list[float] = Field(
+        description="Share of the day's earnings per hour held by the lowest 10 %, 20 %, "
+        "... 100 % of drivers: the Lorenz curve, for a chart"
+    )
+
+
+# The driver's positions (the driver channel and its HTTP fallback).
+
+LOCATION_BATCH_MAX = 500
+
+
+class LocationIn(BaseModel):
+    """A position as the driver's device measured it. Ranges are checked with a reason
+    code per position (see ``dispatch.locations``), not refused as a whole."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lat: float = Field(description="Degrees (WGS 84)")
+    lng: float = Field(description="Degrees (WGS 84)")
+    heading: float | None = Field(default=None, description="Degrees clockwise from north")
+    speed: float | None = Field(default=None, description="Metres per second")
+    accuracy: float | None = Field(default=None, description="Metres (radius, 68 %)")
+    recorded_at: datetime = Field(description="The device's time of the fix, with its offset")
+
+
+class LocationBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    locations: list[LocationIn] = Field(
+        min_length=1,
+        max_length=LOCATION_BATCH_MAX,
+        description="Oldest first, as recorded while the app was offline",
+    )
+
+
+class LocationResult(BaseModel):
+    index: int
+    accepted: bool
+    reason_code: str | None = Field(description="Why it was rejected (docs/api.md)")
+    detail: str | None
+
+
+class LocationBatchRead(BaseModel):
+    accepted: int
+    rejected: int
+    results: list[LocationResult]
+    live_position_updated: bool = Field(
+        description="Whether the newest accepted position became the live one: only when "
+        "the driver is online and it is newer and fresh enough"
+    )
+    ride_id: uuid.UUID | None = Field(description="The ride whose trip the positions joined")
+    breadcrumbs: int = Field(description="Positions queued as the ride's breadcrumbs")

@@ -111,3 +111,82 @@ class BallotInvalid(Invalid):
     def __init__(self, reason: str) -> None:
         super().__init__(reason, reason=reason)
         self.reason = reason
+
+
+# Proposals, votes and emergency changes.
+
+
+class ProposalNotFound(NotFound):
+    type = "proposal-not-found"
+    title = "No such proposal"
+
+
+class ProposalQuestionInvalid(Invalid):
+    type = "proposal-question-invalid"
+    title = "The proposal's question cannot be put to a vote"
+
+
+class ProposalNotDraft(Conflict):
+    type = "proposal-not-draft"
+    title = "The proposal is no longer a draft"
+
+
+class NotProposalAuthor(Forbidden):
+    type = "not-proposal-author"
+    title = "Only the proposal's author may do this"
+
+
+class AuthorCannotCosign(Conflict):
+    type = "author-cannot-cosign"
+    title = "The author of a proposal does not co-sign it"
+
+
+class CosignersMissing(Conflict):
+    type = "cosigners-missing"
+    title = "The proposal does not have enough co-signers to enter notice"
+
+
+class ParameterAlreadyProposed(Conflict):
+    type = "parameter-already-proposed"
+    title = "Another open proposal already changes this parameter"
+
+    def __init__(self, key: str, proposal_id: str) -> None:
+        super().__init__(
+            f"{key} is already changed by open proposal {proposal_id}",
+            key=key,
+            proposal_id=proposal_id,
+        )
+        self.key = key
+
+
+class VotingNotOpen(Conflict):
+    type = "voting-not-open"
+    title = "Voting on this proposal has not opened yet"
+
+
+class ProposalClosed(Conflict):
+    type = "proposal-closed"
+    title = "Voting on this proposal is closed"
+
+
+class NotEligibleToVote(Forbidden):
+    type = "not-eligible-to-vote"
+    title = "This account may not vote on this proposal"
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail, reason=reason)
+        self.reason = reason
+
+
+class ProposalNotClosed(Conflict):
+    type = "proposal-not-closed"
+    title = "The vote has not closed yet: nothing is published"
+
+
+class EmergencyChangeInvalid(Invalid):
+    type = "emergency-change-invalid"
+    title = "The change is not one an emergency allows"
+
+    def __init__(self, reason: str, **extra: str) -> None:
+        super().__init__(reason, reason=reason, **extra)
+        self.reason = reason

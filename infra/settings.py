@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from functools import lru_cache
-from typing import Self
+from typing import Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -148,6 +148,59 @@ class StripeSettings(_Base):
         ]
 
 
+class GovernanceSettings(_Base):
+    model_config = SettingsConfigDict(
+        env_prefix="RIDECOOP_GOVERNANCE_", extra="ignore", frozen=True
+    )
+
+    # The HMAC key of voter tokens (docs/governance.md). Whoever holds it and the record
+    # of who voted can tell which ballot is whose: keep it out of the database, and never
+    # change it while a vote is open (a member's later ballot would get a new token).
+    ballot_secret: str = Field(
+        default=f"insecure-ballot-secret-{PLACEHOLDER_MARKER}-0123456789abcdef", min_length=32
+    )
+
+
+class DispatchSettings(_Base):
+    model_config = SettingsConfigDict(env_prefix="RIDECOOP_DISPATCH_", extra="ignore", frozen=True)
+
+    # A driver not heard from (position or heartbeat) for this long gets no offers.
+    liveness_s: float = Field(default=30.0, gt=0, le=3_600)
+    offer_ttl_s: float = Field(default=15.0, gt=0, le=300)
+    location_max_age_s: float = Field(default=30.0, gt=0, le=3_600)
+    location_max_clock_skew_s: float = Field(default=5.0, ge=0, le=300)
+    location_max_speed_mps: float = Field(default=70.0, gt=0, le=1_000)
+    # Positions an app kept while offline and uploads later may be this old.
+    location_batch_max_age_s: float = Field(default=3_600.0, gt=0, le=7 * 86_400)
+    breadcrumb_sample_s: float = Field(default=5.0, ge=0, le=3_600)
+    breadcrumb_min_move_m: float = Field(default=30.0, ge=0, le=10_000)
+    breadcrumb_flush_s: float = Field(default=2.0, gt=0, le=3_600)
+    breadcrumb_flush_max: int = Field(default=1_000, ge=1, le=100_000)
+    # A rider is sent their driver's position at most this often.
+    tracking_interval_s: float = Field(default=1.0, ge=0, le=60)
+    # The matcher (``ridecoop dispatcher``, dispatch/dispatcher.py).
+    window_s: float = Field(default=2.0, gt=0, le=60)
+    # A region's lease; a dead dispatcher's regions are taken over within it.
+    lease_ttl_s: float = Field(default=6.0, gt=0, le=600)
+    policy: Literal["batched", "greedy"] = "batched"
+    k: int = Field(default=10, ge=1, le=100)
+    base_radius_m: float = Field(default=3_000.0, gt=0, le=100_000)
+    radius_growth_m_per_s: float = Field(default=25.0, ge=0, le=1_000)
+    max_radius_m: float = Field(default=8_000.0, gt=0, le=100_000)
+    no_driver_timeout_s: float = Field(default=120.0, gt=0, le=3_600)
+    # Used until governance holds a value for dispatch.fairness_weight_s.
+    fairness_weight_s: float = Field(default=60.0, ge=0, le=120)
+    max_requests_per_region: int = Field(default=5_000, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _consistent_matching(self) -> Self:
+        if self.lease_ttl_s <= self.window_s:
+            raise ValueError("RIDECOOP_DISPATCH_LEASE_TTL_S must be longer than a window")
+        if self.base_radius_m > self.max_radius_m:
+            raise ValueError("RIDECOOP_DISPATCH_BASE_RADIUS_M exceeds MAX_RADIUS_M")
+        return self
+
+
 class Settings(BaseModel):
     """The whole configuration, validated once at start-up."""
 
@@ -159,6 +212,8 @@ class Settings(BaseModel):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     stripe: StripeSettings = Field(default_factory=StripeSettings)
+    governance: GovernanceSettings = Field(default_factory=GovernanceSettings)
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
 
     @model_validator(mode="after")
     def _refuse_placeholders_in_production(self) -> Self:
@@ -175,6 +230,11 @@ class Settings(BaseModel):
             if self.auth.argon2_memory_kib < 19_456 or self.auth.argon2_time_cost < 2:
                 raise ValueError(
                     "argon2 costs below OWASP's minimum (19 MiB, 2 passes) in production"
+                )
+            if PLACEHOLDER_MARKER in self.governance.ballot_secret:
+                raise ValueError(
+                    "RIDECOOP_GOVERNANCE_BALLOT_SECRET still holds a placeholder; "
+                    "set a random secret of at least 32 characters in production"
                 )
         return self
 

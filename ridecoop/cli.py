@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from infra.settings import Settings, get_settings
 
-ROLES = ("api", "worker")
+ROLES = ("api", "worker", "dispatcher")
 
 
 def _run_api(settings: Settings) -> int:
@@ -45,7 +45,18 @@ def _run_worker(settings: Settings) -> int:
     return 0
 
 
-ROLE_RUNNERS: dict[str, Callable[[Settings], int]] = {"api": _run_api, "worker": _run_worker}
+def _run_dispatcher(settings: Settings) -> int:
+    from dispatch.dispatcher import run_dispatcher
+
+    asyncio.run(run_dispatcher(settings))
+    return 0
+
+
+ROLE_RUNNERS: dict[str, Callable[[Settings], int]] = {
+    "api": _run_api,
+    "worker": _run_worker,
+    "dispatcher": _run_dispatcher,
+}
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -101,6 +112,58 @@ def _create_admin(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _governance_verify(settings: Settings, args: argparse.Namespace) -> int:
+    """Recounts a closed vote: its publication read from the database (or ``--file``)
+    and checked by governance.verify, with the same output and exit status."""
+    import json
+    import uuid
+
+    from dispatch.history import CompletedTripService
+    from governance.service import GovernanceService
+    from governance.verify import main as verify_main
+    from infra.clock import SystemClock
+    from infra.db import create_engine, create_sessionmaker, transaction
+    from infra.errors import DomainError
+    from infra.events import EventBuffer
+
+    options = [*(["--receipt", args.receipt] if args.receipt else []), *(["--json"] * args.json)]
+    if (args.proposal is None) == (args.file is None):
+        print("give either a PROPOSAL id or --file", file=sys.stderr)
+        return 2
+    if args.file is not None:
+        return verify_main([args.file, *options])
+    try:
+        proposal_id = uuid.UUID(args.proposal)
+    except ValueError:
+        print(f"{args.proposal!r} is not a proposal id", file=sys.stderr)
+        return 2
+
+    async def fetch() -> dict[str, object]:
+        engine = create_engine(settings.database)
+        try:
+            async with transaction(create_sessionmaker(engine)) as session:
+                service = GovernanceService(
+                    session,
+                    SystemClock(),
+                    EventBuffer(),
+                    ballot_secret=settings.governance.ballot_secret,
+                    trips=CompletedTripService(session),
+                )
+                return await service.publication(proposal_id)
+        finally:
+            await engine.dispose()
+
+    try:
+        document = asyncio.run(fetch())
+    except DomainError as exc:
+        print(f"cannot verify proposal {proposal_id}: {exc.detail}", file=sys.stderr)
+        return 2
+    with tempfile.NamedTemporaryFile("w", suffix=".json", encoding="utf-8") as file:
+        json.dump(document, file)
+        file.flush()
+        return verify_main([file.name, *options])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ridecoop", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,6 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_argument("--name", required=True)
     admin.add_argument("--phone", default=None)
     admin.set_defaults(handler=_create_admin)
+    governance = sub.add_parser("governance", help="members' tools: recount a closed vote")
+    governance_sub = governance.add_subparsers(dest="governance_command", required=True)
+    verify = governance_sub.add_parser(
+        "verify", help="check a closed vote's ballot chain and recount it"
+    )
+    verify.add_argument("proposal", nargs="?", help="the proposal id (read from the database)")
+    verify.add_argument("--file", help="a downloaded publication instead")
+    verify.add_argument("--receipt", help="also find the ballot with this receipt")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.set_defaults(handler=_governance_verify)
     return parser
 
 

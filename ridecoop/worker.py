@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from redis.asyncio import Redis
 
 from dispatch.tasks import DispatchTasks
+from governance.tasks import GovernanceTasks
 from infra.clock import Clock, SystemClock
 from infra.db import create_engine, create_sessionmaker
 from infra.jobs import Handler, JobConsumer
@@ -84,8 +85,12 @@ async def run_worker(settings: Settings) -> None:
         sessionmaker = create_sessionmaker(engine)
         payments = PaymentTasks(sessionmaker, gateway, redis, clock)
         dispatch = DispatchTasks(sessionmaker, payments.flows, redis, clock)
+        governance = GovernanceTasks(sessionmaker, redis, clock, settings.governance)
         worker = Worker(
-            redis, {**payments.handlers()}, [*payments.periodic(), *dispatch.periodic()], clock
+            redis,
+            {**payments.handlers(), **governance.handlers()},
+            [*payments.periodic(), *dispatch.periodic(), *governance.periodic()],
+            clock,
         )
         install_stop_signals(worker)
         await worker.run()

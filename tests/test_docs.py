@@ -16,6 +16,7 @@ from infra.settings import (
     AuthSettings,
     CoreSettings,
     DatabaseSettings,
+    GovernanceSettings,
     RedisSettings,
     StripeSettings,
 )
@@ -36,6 +37,7 @@ def test_every_setting_is_documented_with_its_default() -> None:
         AuthSettings,
         ApiSettings,
         StripeSettings,
+        GovernanceSettings,
     ]
     for cls in classes:
         prefix = cls.model_config.get("env_prefix", "")

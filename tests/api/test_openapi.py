@@ -11,6 +11,9 @@ UNAUTHENTICATED = {
     ("/v1/auth/refresh", "post"),
     # Authenticated by Stripe's signature on the body, not by a token.
     ("/v1/webhooks/stripe", "post"),
+    # Riders see price changes before they apply; anyone may recount a closed vote.
+    ("/v1/fares/upcoming", "get"),
+    ("/v1/governance/proposals/{proposal_id}/publication", "get"),
 }
 
 

@@ -10,6 +10,7 @@ from infra.settings import (
     CoreSettings,
     DatabaseSettings,
     Environment,
+    GovernanceSettings,
     Settings,
     StripeSettings,
 )
@@ -17,6 +18,7 @@ from infra.settings import (
 REAL_SECRET = "d3c1f0a8b47e4e2f9a6b5c4d3e2f1a0b9c8d7e6f"
 
 
+REAL_GOVERNANCE = GovernanceSettings(ballot_secret="5f0e9d8c7b6a59483726150f4e3d2c1b0a998877")
 REAL_STRIPE = StripeSettings(
     api_key="sk_live_51Habcdefghijklmnop",
     webhook_secret="whsec_abcdefghijklmnop",
@@ -25,12 +27,17 @@ REAL_STRIPE = StripeSettings(
 )
 
 
-def _production(stripe: StripeSettings = REAL_STRIPE, **auth: object) -> Settings:
+def _production(
+    stripe: StripeSettings = REAL_STRIPE,
+    governance: GovernanceSettings = REAL_GOVERNANCE,
+    **auth: object,
+) -> Settings:
     return Settings(
         core=CoreSettings(env=Environment.production),
         auth=AuthSettings(**auth),  # type: ignore[arg-type]
         api=ApiSettings(metrics_token="scrape-token-0123456789"),
         stripe=stripe,
+        governance=governance,
     )
 
 
@@ -47,6 +54,11 @@ def test_production_refuses_weak_password_hashing() -> None:
 def test_production_refuses_placeholder_stripe_settings() -> None:
     with pytest.raises(ValidationError, match="RIDECOOP_STRIPE_API_KEY"):
         _production(stripe=StripeSettings(), jwt_secret=REAL_SECRET)
+
+
+def test_production_refuses_the_placeholder_ballot_secret() -> None:
+    with pytest.raises(ValidationError, match="RIDECOOP_GOVERNANCE_BALLOT_SECRET"):
+        _production(governance=GovernanceSettings(), jwt_secret=REAL_SECRET)
 
 
 def test_production_requires_a_metrics_token() -> None:

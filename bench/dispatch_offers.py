@@ -1,0 +1,477 @@
+"""Offer latency: from the end of a matching window's computation to the offer frame
+received at the driver's websocket, with 10k drivers online.
+
+    python -m bench.dispatch_offers [--drivers 10000] [--rides 200] [--windows 5] [--no-save]
+
+Goal (the dispatch issue): p99 <= 50 ms with 10k drivers online.
+
+The path measured is the production one end to end: ``Dispatcher.run_window`` (its
+region's transaction stores the decisions and inserts the offers, commits, then puts each
+offer in the live state, pushes it to the driver's outbox and nudges the driver's pub/sub
+channel) -> the api process (a real uvicorn, in its own process) whose driver websocket
+(``/v1/drivers/ws``) is woken by the nudge, reads the outbox and sends the frame -> the
+driver's app, a websocket client in a third process that stamps each offer frame as it
+arrives and acknowledges it. Latency is that stamp minus the moment ``match`` returned,
+both on the machine's wall clock (the dispatcher's ``perf_counter`` moment is converted).
+The window's duration (regions, requests, drivers near them, matching, storing,
+announcing) is reported beside it.
+
+Setup (not timed): a scratch database; ``--drivers`` drivers online in Redis logical
+database ``--redis-db`` (13 by default, which must be empty and is flushed afterwards),
+where New York's taxi trips begin, scattered; ``--rides`` x ``--windows`` of them are
+members with a websocket open. Before each window ``--rides`` rides in matching are
+loaded, each at the position of one connected driver who holds no offer, so that the
+optimum gives each ride that driver (checked: every offer must go to it and arrive).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import numpy as np
+import websockets
+from fastapi import FastAPI
+from pydantic import RedisDsn
+
+from accounts.models import Role
+from accounts.tokens import issue_access_token
+from api.app import create_app
+from api.routes import driver_ws
+from bench.dispatch_live import NYC_TRIPS, scatter, trip_origins
+from bench.harness import machine, merge_results, now_iso, plain_url, progress, scratch_database
+from bench.inprocess_gateway import InProcessGateway
+from dispatch.dispatcher import Dispatcher, WindowReport
+from dispatch.flows import RideFlows
+from dispatch.live import LiveState
+from dispatch.matching import MatchingParams
+from dispatch.regions import region_of
+from infra.clock import SystemClock
+from infra.db import create_engine, create_sessionmaker
+from infra.redis import create_redis
+from infra.settings import AuthSettings, DatabaseSettings, RedisSettings
+from payments.flows import PaymentFlows
+
+GOAL_P99_MS = 50.0
+BENCH_JWT_SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT_S = 60.0
+# How long the clients wait for the last offer after the last window.
+DELIVERY_TIMEOUT_S = 30.0
+NOW = datetime.now(UTC)
+
+
+# The api process: the app as deployed, with the driver channel wired if the app does
+# not wire it yet.
+
+
+def api_app() -> FastAPI:
+    app = create_app()
+    if any(getattr(route, "path", None) == "/v1/drivers/ws" for route in app.routes):
+        return app
+    app.include_router(driver_ws.router)
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with inner(app), driver_ws.driver_channels(app.state.resources) as channels:
+            app.state.driver_channels = channels
+            yield
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def start_api(database_url: str, redis_url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "RIDECOOP_DATABASE_URL": database_url,
+        "RIDECOOP_REDIS_URL": redis_url,
+        "RIDECOOP_AUTH_JWT_SECRET": BENCH_JWT_SECRET,
+        "RIDECOOP_LOG_LEVEL": "WARNING",
+        "RIDECOOP_DATABASE_POOL_SIZE": "20",
+    }
+    with log.open("wb") as output:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bench.dispatch_offers:api_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def wait_for_api(port: int, api: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            if api.poll() is not None:
+                raise SystemExit(f"the api exited with {api.returncode}")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                    return
+            await asyncio.sleep(0.2)
+    raise SystemExit("the api did not start")
+
+
+# The drivers' apps, in a process of their own.
+
+
+def run_clients(port: int, tokens: list[str], expected: int, pipe: Connection) -> None:
+    asyncio.run(_clients(port, tokens, expected, pipe))
+
+
+async def _clients(port: int, tokens: list[str], expected: int, pipe: Connection) -> None:
+    received: list[tuple[str, float]] = []
+    done = asyncio.Event()
+    connected = 0
+    connections = []
+
+    async def connect(token: str) -> Any:
+        nonlocal connected
+        socket_ = await websockets.connect(
+            f"ws://127.0.0.1:{port}/v1/drivers/ws?access_token={token}",
+            max_queue=None,
+            open_timeout=60,
+        )
+        hello = json.loads(await socket_.recv())
+        if hello.get("type") != "hello":
+            raise SystemExit(f"unexpected first frame {hello}")
+        connected += 1
+        return socket_
+
+    async def listen(socket_: Any) -> None:
+        async for raw in socket_:
+            frame = json.loads(raw)
+            if frame.get("type") != "offer":
+                continue
+            received.append((frame["offer_id"], time.time()))
+            await socket_.send(json.dumps({"type": "ack", "message_id": frame["message_id"]}))
+            if len(received) >= expected:
+                done.set()
+
+    for start in range(0, len(tokens), 50):
+        connections += await asyncio.gather(*(connect(t) for t in tokens[start : start + 50]))
+    listeners = [asyncio.create_task(listen(c)) for c in connections]
+    pipe.send(("ready", connected))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(done.wait(), timeout=DELIVERY_TIMEOUT_S + 600)
+    for task in listeners:
+        task.cancel()
+    await asyncio.gather(*(c.close() for c in connections), return_exceptions=True)
+    pipe.send(("received", received))
+
+
+# The data.
+
+
+async def load_people(
+    url: str, drivers: list[uuid.UUID], members: list[uuid.UUID], riders: list[uuid.UUID]
+) -> None:
+    connection = await asyncpg.connect(plain_url(url))
+    try:
+        people = [
+            (d, "driver", f"driver{i}@bench.test", f"+1303{i:07d}") for i, d in enumerate(drivers)
+        ]
+        people += [
+            (r, "rider", f"rider{i}@bench.test", f"+1202{i:07d}") for i, r in enumerate(riders)
+        ]
+        await connection.copy_records_to_table(
+            "users",
+            records=[(u, role, e, p, "Bench Person", "x", NOW, NOW) for u, role, e, p in people],
+            columns=[
+                "id",
+                "role",
+                "email",
+                "phone",
+                "full_name",
+                "password_hash",
+                "created_at",
+                "updated_at",
+            ],
+        )
+        await connection.copy_records_to_table(
+            "memberships",
+            records=[(m, "member", NOW, 10_000, "USD", NOW, NOW, NOW) for m in members],
+            columns=[
+                "user_id",
+                "status",
+                "share_paid_at",
+                "share_amount",
+                "share_currency",
+                "member_since",
+                "created_at",
+                "updated_at",
+            ],
+        )
+    finally:
+        await connection.close()
+
+
+async def load_rides(
+    url: str, riders: Sequence[uuid.UUID], pickups: Sequence[tuple[float, float]]
+) -> None:
+    """Rides in matching, one per rider, each with a bare quote of its own."""
+    now = datetime.now(UTC)
+    policy_id = uuid.uuid4()
+    quotes, rides = [], []
+    for rider, (lat, lng) in zip(riders, pickups, strict=True):
+        quote_id, ride_id = uuid.uuid4(), uuid.uuid4()
+        pickup = f"SRID=4326;POINT({lng:.9f} {lat:.9f})"
+        dropoff = f"SRID=4326;POINT({lng:.9f} {lat + 0.02:.9f})"
+        fare = json.dumps({"currency": "USD", "total": 1_500})
+        quotes.append(
+            (quote_id, rider, pickup, dropoff, policy_id, fare, now, now + timedelta(minutes=5))
+        )
+        rides.append(
+            (ride_id, rider, quote_id, ride_id.hex, region_of(lat, lng), pickup, dropoff, now)
+        )
+    connection = await asyncpg.connect(plain_url(url))
+    try:
+        await connection.executemany(
+            """
+            INSERT INTO quotes (id, rider_id, pickup, dropoff, policy_version_id,
+                                total_amount, currency, fare, estimated_distance_m,
+                                estimated_duration_s, pickup_eta_s, created_at, expires_at)
+            VALUES ($1, $2, ST_GeogFromText($3), ST_GeogFromText($4), $5, 1500, 'USD',
+                    $6::jsonb, 2200, 400, NULL, $7, $8)
+            """,
+            quotes,
+        )
+        await connection.executemany(
+            """
+            INSERT INTO rides (id, rider_id, quote_id, idempotency_key, status, region,
+                               pickup, dropoff, pin, requested_at)
+            VALUES ($1, $2, $3, $4, 'matching', $5, ST_GeogFromText($6),
+                    ST_GeogFromText($7), '1234', $8)
+            """,
+            rides,
+        )
+    finally:
+        await connection.close()
+
+
+async def bring_online(
+    live: LiveState, ids: Sequence[uuid.UUID], points: np.ndarray[Any, Any], at: datetime
+) -> None:
+    pending = iter(range(len(ids)))
+
+    async def worker() -> None:
+        for i in pending:
+            lat, lng = float(points[i, 0]), float(points[i, 1])
+            await live.set_online(ids[i], region_of(lat, lng), lat, lng, at)
+
+    await asyncio.gather(*(worker() for _ in range(32)))
+
+
+# The run.
+
+
+def percentiles_ms(samples_s: Sequence[float]) -> dict[str, float]:
+    ordered = sorted(samples_s)
+    if not ordered:
+        return {}
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
+
+    return {
+        "count": len(ordered),
+        "p50_ms": at(0.50),
+        "p90_ms": at(0.90),
+        "p99_ms": at(0.99),
+        "max_ms": round(ordered[-1] * 1000, 2),
+        "mean_ms": round(statistics.fmean(ordered) * 1000, 2),
+    }
+
+
+async def run(url: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    base = str(args.redis_url).rstrip("/")
+    redis_url = f"{base}/{args.redis_db}"
+    redis = create_redis(RedisSettings(url=RedisDsn(redis_url)))
+    if await redis.dbsize():
+        await redis.aclose()
+        raise SystemExit(f"Redis database {args.redis_db} is not empty; choose another")
+    rng = np.random.default_rng(args.seed)
+    points = scatter(trip_origins(args.trips), args.drivers, args.spread_m, rng)
+    drivers = [uuid.uuid4() for _ in range(args.drivers)]
+    connected_count = args.rides * args.windows
+    chosen = rng.choice(args.drivers, size=connected_count, replace=False)
+    members = [drivers[int(i)] for i in chosen]
+    riders = [uuid.uuid4() for _ in range(connected_count)]
+    engine = create_engine(DatabaseSettings(url=url, pool_size=10))
+    api: subprocess.Popen[bytes] | None = None
+    clients: Any = None
+    try:
+        progress(f"loading {args.drivers} drivers ({connected_count} connected) and riders")
+        await load_people(url, drivers, members, riders)
+        live = LiveState(redis)
+        await bring_online(live, drivers, points, datetime.now(UTC))
+        port = free_port()
+        api = start_api(url, redis_url, port, workdir / "api.log")
+        await wait_for_api(port, api)
+        auth = AuthSettings(jwt_secret=BENCH_JWT_SECRET)
+        tokens = [
+            issue_access_token(
+                auth,
+                user_id=member,
+                role=Role.driver,
+                session_id=uuid.uuid4(),
+                now=datetime.now(UTC) + timedelta(seconds=0),
+            )[0]
+            for member in members
+        ]
+        parent, child = multiprocessing.get_context("spawn").Pipe()
+        clients = multiprocessing.get_context("spawn").Process(
+            target=run_clients, args=(port, tokens, connected_count, child)
+        )
+        clients.start()
+        _, connected = await asyncio.to_thread(parent.recv)
+        progress(f"{connected} driver websockets open")
+
+        sessionmaker = create_sessionmaker(engine)
+        clock = SystemClock()
+        flows = RideFlows(
+            sessionmaker, PaymentFlows(sessionmaker, InProcessGateway(), clock), clock, redis
+        )
+        dispatcher = Dispatcher(
+            sessionmaker, live, clock, MatchingParams(), "bench", no_driver=flows
+        )
+        matched_wall: dict[str, float] = {}
+        windows: list[dict[str, Any]] = []
+        for window in range(args.windows):
+            batch = range(window * args.rides, (window + 1) * args.rides)
+            expected = {
+                members[i]: (float(points[chosen[i], 0]), float(points[chosen[i], 1]))
+                for i in batch
+            }
+            await load_rides(url, riders[batch.start : batch.stop], list(expected.values()))
+            report: WindowReport = await dispatcher.run_window(datetime.now(UTC))
+            perf_now, wall_now = time.perf_counter(), time.time()
+            offers = report.offers
+            if {o.offer.driver_id for o in offers} != set(expected):
+                raise SystemExit(
+                    f"window {window}: {len(offers)} offers, not one to each connected driver"
+                )
+            for region in report.regions:
+                wall = wall_now - (perf_now - region.matched_at)
+                for made in region.offers:
+                    matched_wall[str(made.offer.id)] = wall
+            windows.append(
+                {
+                    "window_ms": round(report.duration_s * 1000, 1),
+                    "match_ms": round(sum(r.match_s for r in report.regions) * 1000, 1),
+                    "announce_ms": round(
+                        max(r.announced_at - r.matched_at for r in report.regions) * 1000, 1
+                    ),
+                    "regions": len(report.regions),
+                    "requests": sum(r.requests for r in report.regions),
+                    "drivers_considered": sum(r.drivers for r in report.regions),
+                    "offers": len(offers),
+                }
+            )
+            progress(f"window {window}: {windows[-1]}")
+            await asyncio.sleep(args.pause_s)
+        _, received = await asyncio.wait_for(
+            asyncio.to_thread(parent.recv), timeout=DELIVERY_TIMEOUT_S + 660
+        )
+        latencies = [stamp - matched_wall[offer_id] for offer_id, stamp in received]
+        missing = len(matched_wall) - len({offer_id for offer_id, _ in received})
+        if missing:
+            raise SystemExit(f"{missing} offers never reached their driver's websocket")
+        await redis.flushdb()
+    finally:
+        if clients is not None:
+            clients.join(timeout=30)
+            if clients.is_alive():
+                clients.terminate()
+        if api is not None:
+            api.terminate()
+            try:
+                api.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                api.kill()
+        await redis.flushdb()
+        await redis.aclose()
+        await engine.dispose()
+    latency = percentiles_ms(latencies)
+    return {
+        "machine": machine(),
+        "measured_at": now_iso(),
+        "drivers_online": args.drivers,
+        "rides_per_window": args.rides,
+        "windows": args.windows,
+        "path": "end of match() in Dispatcher.run_window -> commit -> outbox + pub/sub "
+        "nudge -> api process (uvicorn) driver websocket -> client process receives "
+        "the offer frame; wall clock on one machine",
+        "goals": {"offer_latency_p99_ms": GOAL_P99_MS},
+        "offer_latency": {**latency, "meets_goal": latency["p99_ms"] <= GOAL_P99_MS},
+        "window_ms": percentiles_ms([w["window_ms"] / 1000 for w in windows]),
+        "windows_detail": windows,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.dispatch_offers", description=__doc__)
+    parser.add_argument("--drivers", type=int, default=10_000)
+    parser.add_argument("--rides", type=int, default=200, help="open rides per window")
+    parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--pause-s", type=float, default=1.0, help="between windows")
+    parser.add_argument("--spread-m", type=float, default=1_500.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--trips", type=Path, default=NYC_TRIPS)
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379")
+    parser.add_argument("--redis-db", type=int, default=13)
+    parser.add_argument("--section", default="offers", help="results section")
+    parser.add_argument("--no-save", action="store_true", help="print only")
+    args = parser.parse_args(argv)
+    with scratch_database("offers") as url:
+        workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-offers-{os.getpid()}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        results = asyncio.run(run(url, args, workdir))
+    if not args.no_save:
+        merge_results("dispatch", args.section, results)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
