@@ -15,6 +15,8 @@ from api.problems import as_problem_media_type, install_problem_handlers, proble
 from api.routes import (
     admin,
     auth,
+    dispatch_transparency,
+    driver_ws,
     governance,
     health,
     me,
@@ -25,9 +27,11 @@ from api.routes import (
     ws,
 )
 from api.state import Resources
+from dispatch.channel import ride_events_published
 from infra.clock import Clock, SystemClock
 from infra.db import create_engine, create_sessionmaker
 from infra.logging import configure_logging
+from infra.pubsub import after_publish
 from infra.redis import create_redis
 from infra.settings import Settings, get_settings
 from payments.stripe_gateway import StripeGateway
@@ -51,6 +55,8 @@ def create_app(
     lifespan opens and closes the pools."""
     settings = settings or get_settings()
     configure_logging(settings.core.log_level, settings.core.log_json)
+    # A ride's committed events also move its driver's live trip link and outbox.
+    after_publish(ride_events_published)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -71,7 +77,9 @@ def create_app(
             gateway=gateway,
         )
         try:
-            yield
+            async with driver_ws.driver_channels(app.state.resources) as channels:
+                app.state.driver_channels = channels
+                yield
         finally:
             await gateway.aclose()
             await redis.aclose()
@@ -98,6 +106,8 @@ def create_app(
         statements,
         webhooks,
         governance,
+        driver_ws,
+        dispatch_transparency,
         ws,
     ):
         app.include_router(module.router)

@@ -18,6 +18,8 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("bench.dispatch_solver", []),
     ("bench.dispatch_replay", ["--suite"]),
     ("bench.dispatch_live", []),
+    ("bench.dispatch_ingest", []),
+    ("bench.dispatch_offers", []),
     ("bench.payments_settle", []),
     ("bench.ledger_verify", []),
     ("bench.governance_tally", []),

@@ -29,9 +29,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import multiprocessing
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -51,50 +53,84 @@ import numpy as np
 import websockets
 from fastapi import FastAPI
 from pydantic import RedisDsn
+from redis.asyncio import Redis
 
 from accounts.models import Role
+from accounts.passwords import Passwords
 from accounts.tokens import issue_access_token
 from api.app import create_app
 from api.routes import driver_ws
+from api.state import Resources
 from bench.dispatch_live import NYC_TRIPS, scatter, trip_origins
 from bench.harness import machine, merge_results, now_iso, plain_url, progress, scratch_database
 from bench.inprocess_gateway import InProcessGateway
 from dispatch.dispatcher import Dispatcher, WindowReport
 from dispatch.flows import RideFlows
 from dispatch.live import LiveState
+from dispatch.locations import LocationUpdate
 from dispatch.matching import MatchingParams
 from dispatch.regions import region_of
 from infra.clock import SystemClock
 from infra.db import create_engine, create_sessionmaker
 from infra.redis import create_redis
-from infra.settings import AuthSettings, DatabaseSettings, RedisSettings
+from infra.settings import AuthSettings, DatabaseSettings, RedisSettings, get_settings
 from payments.flows import PaymentFlows
+from payments.stripe_gateway import StripeGateway
 
 GOAL_P99_MS = 50.0
 BENCH_JWT_SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 60.0
+# uvicorn's and the websockets client's ping interval.
+KEEPALIVE_S = 20.0
+CONNECT_BATCH = 25
+# A driver reads the offer and taps accept a few seconds later (seconds, uniform).
+ACCEPT_AFTER_S = (2.0, 8.0)
 # How long the clients wait for the last offer after the last window.
 DELIVERY_TIMEOUT_S = 30.0
 NOW = datetime.now(UTC)
 
 
 # The api process: the app as deployed, with the driver channel wired if the app does
-# not wire it yet.
+# not wire it yet, and a larger Redis pool. Each driver websocket holds a pub/sub
+# connection of its own, and redis-py 8 caps a pool at 100 connections by default, so an
+# api worker as configured today serves about 100 drivers at once; the pool is raised
+# here (API_REDIS_POOL) so that the latency of many open sockets can be measured.
+
+API_REDIS_POOL = 4_000
 
 
 def api_app() -> FastAPI:
-    app = create_app()
-    if any(getattr(route, "path", None) == "/v1/drivers/ws" for route in app.routes):
-        return app
-    app.include_router(driver_ws.router)
-    inner = app.router.lifespan_context
+    settings = get_settings()
+    app = create_app(settings)
+    if not any(getattr(route, "path", None) == "/v1/drivers/ws" for route in app.routes):
+        app.include_router(driver_ws.router)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with inner(app), driver_ws.driver_channels(app.state.resources) as channels:
-            app.state.driver_channels = channels
-            yield
+        engine = create_engine(settings.database)
+        redis = Redis.from_url(
+            str(settings.redis.url), decode_responses=True, max_connections=API_REDIS_POOL
+        )
+        gateway = StripeGateway(settings.stripe)
+        resources = Resources(
+            settings=settings,
+            engine=engine,
+            sessionmaker=create_sessionmaker(engine),
+            redis=redis,
+            passwords=Passwords(settings.auth),
+            clock=SystemClock(),
+            gateway=gateway,
+        )
+        app.state.resources = resources
+        try:
+            async with driver_ws.driver_channels(resources) as channels:
+                app.state.driver_channels = channels
+                yield
+        finally:
+            await gateway.aclose()
+            await redis.aclose()
+            await engine.dispose()
 
     app.router.lifespan_context = lifespan
     return app
@@ -161,6 +197,8 @@ def run_clients(port: int, tokens: list[str], expected: int, pipe: Connection) -
 
 async def _clients(port: int, tokens: list[str], expected: int, pipe: Connection) -> None:
     received: list[tuple[str, float]] = []
+    accepts: list[asyncio.Task[None]] = []
+    replies: dict[str, int] = {}
     done = asyncio.Event()
     connected = 0
     connections = []
@@ -182,22 +220,43 @@ async def _clients(port: int, tokens: list[str], expected: int, pipe: Connection
         async for raw in socket_:
             frame = json.loads(raw)
             if frame.get("type") != "offer":
+                kind = f"{frame.get('type')}:{frame.get('code', '')}"
+                replies[kind] = replies.get(kind, 0) + 1
                 continue
             received.append((frame["offer_id"], time.time()))
             await socket_.send(json.dumps({"type": "ack", "message_id": frame["message_id"]}))
+            # A driver takes a moment to accept; an offer left unanswered would expire
+            # and its ride go to another driver.
+            accepts.append(asyncio.create_task(accept(socket_, frame["offer_id"])))
             if len(received) >= expected:
                 done.set()
 
-    for start in range(0, len(tokens), 50):
-        connections += await asyncio.gather(*(connect(t) for t in tokens[start : start + 50]))
+    async def accept(socket_: Any, offer_id: str) -> None:
+        await asyncio.sleep(random.uniform(*ACCEPT_AFTER_S))
+        await socket_.send(json.dumps({"type": "accept", "offer_id": offer_id}))
+
+    # Phones connect at random times, so their keepalive pings (every 20 s, both ways)
+    # are spread out; sockets all opened in the same second would ping in one burst
+    # every 20 s and stall one window's offers behind a thousand pongs.
+    steps = range(0, len(tokens), CONNECT_BATCH)
+    pause_s = KEEPALIVE_S / max(1, len(steps))
+    for start in steps:
+        batch = tokens[start : start + CONNECT_BATCH]
+        connections += await asyncio.gather(*(connect(token) for token in batch))
+        await asyncio.sleep(pause_s)
     listeners = [asyncio.create_task(listen(c)) for c in connections]
+    # The clients stand in for a thousand phones: a collection pass over this process's
+    # thousand connections would stall them all at once, which no phone does.
+    gc.collect()
+    gc.freeze()
     pipe.send(("ready", connected))
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(done.wait(), timeout=DELIVERY_TIMEOUT_S + 600)
+    await asyncio.sleep(ACCEPT_AFTER_S[1])
     for task in listeners:
         task.cancel()
     await asyncio.gather(*(c.close() for c in connections), return_exceptions=True)
-    pipe.send(("received", received))
+    pipe.send(("received", (received, replies)))
 
 
 # The data.
@@ -257,7 +316,18 @@ async def load_rides(
         quote_id, ride_id = uuid.uuid4(), uuid.uuid4()
         pickup = f"SRID=4326;POINT({lng:.9f} {lat:.9f})"
         dropoff = f"SRID=4326;POINT({lng:.9f} {lat + 0.02:.9f})"
-        fare = json.dumps({"currency": "USD", "total": 1_500})
+        fare = json.dumps(
+            {
+                "policy_id": str(policy_id),
+                "policy_version": 1,
+                "basis": "upfront",
+                "currency": "USD",
+                "total": 1_500,
+                "line_items": [{"code": "base", "description": "Fare", "amount": 1_500}],
+                "surge_multiplier": "1",
+                "zones": [],
+            }
+        )
         quotes.append(
             (quote_id, rider, pickup, dropoff, policy_id, fare, now, now + timedelta(minutes=5))
         )
@@ -300,6 +370,25 @@ async def bring_online(
             await live.set_online(ids[i], region_of(lat, lng), lat, lng, at)
 
     await asyncio.gather(*(worker() for _ in range(32)))
+
+
+async def heard_from(
+    live: LiveState, ids: Sequence[uuid.UUID], points: np.ndarray[Any, Any]
+) -> None:
+    """Every driver sends their position again, as apps do every few seconds: without
+    it they would fall out of offers after ``liveness_s``."""
+    now = datetime.now(UTC)
+    for start in range(0, len(ids), 1_000):
+        await live.update_locations(
+            [
+                (
+                    ids[i],
+                    LocationUpdate(float(points[i, 0]), float(points[i, 1]), None, None, None, now),
+                )
+                for i in range(start, min(len(ids), start + 1_000))
+            ],
+            now,
+        )
 
 
 # The run.
@@ -364,6 +453,8 @@ async def run(url: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
             target=run_clients, args=(port, tokens, connected_count, child)
         )
         clients.start()
+        # Only the child holds its end: if it dies, recv raises instead of waiting forever.
+        child.close()
         _, connected = await asyncio.to_thread(parent.recv)
         progress(f"{connected} driver websockets open")
 
@@ -376,29 +467,41 @@ async def run(url: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
             sessionmaker, live, clock, MatchingParams(), "bench", no_driver=flows
         )
         matched_wall: dict[str, float] = {}
+        window_of: dict[str, int] = {}
+        others = 0
         windows: list[dict[str, Any]] = []
         for window in range(args.windows):
+            window_started = time.monotonic()
             batch = range(window * args.rides, (window + 1) * args.rides)
             expected = {
                 members[i]: (float(points[chosen[i], 0]), float(points[chosen[i], 1]))
                 for i in batch
             }
             await load_rides(url, riders[batch.start : batch.stop], list(expected.values()))
+            await heard_from(live, drivers, points)
             report: WindowReport = await dispatcher.run_window(datetime.now(UTC))
             perf_now, wall_now = time.perf_counter(), time.time()
-            offers = report.offers
-            if {o.offer.driver_id for o in offers} != set(expected):
+            offers = [o for o in report.offers if o.offer.driver_id in expected]
+            if len(offers) != len(expected):
                 raise SystemExit(
                     f"window {window}: {len(offers)} offers, not one to each connected driver"
                 )
+            # Offers to drivers without a socket here: rides of earlier windows offered
+            # again (their offer was declined or expired). Not measured.
+            others += len(report.offers) - len(offers)
             for region in report.regions:
                 wall = wall_now - (perf_now - region.matched_at)
                 for made in region.offers:
-                    matched_wall[str(made.offer.id)] = wall
+                    if made.offer.driver_id in expected:
+                        matched_wall[str(made.offer.id)] = wall
+                        window_of[str(made.offer.id)] = window
             windows.append(
                 {
                     "window_ms": round(report.duration_s * 1000, 1),
                     "match_ms": round(sum(r.match_s for r in report.regions) * 1000, 1),
+                    "commit_ms": round(
+                        max(r.committed_at - r.matched_at for r in report.regions) * 1000, 1
+                    ),
                     "announce_ms": round(
                         max(r.announced_at - r.matched_at for r in report.regions) * 1000, 1
                     ),
@@ -409,12 +512,17 @@ async def run(url: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
                 }
             )
             progress(f"window {window}: {windows[-1]}")
-            await asyncio.sleep(args.pause_s)
-        _, received = await asyncio.wait_for(
+            # Windows start every window_s, as the dispatcher's loop runs them.
+            await asyncio.sleep(max(0.0, args.window_s - (time.monotonic() - window_started)))
+        _, (received, replies) = await asyncio.wait_for(
             asyncio.to_thread(parent.recv), timeout=DELIVERY_TIMEOUT_S + 660
         )
         latencies = [stamp - matched_wall[offer_id] for offer_id, stamp in received]
         missing = len(matched_wall) - len({offer_id for offer_id, _ in received})
+        for offer_id, stamp in received:
+            slowest = windows[window_of[offer_id]].setdefault("slowest_offer_ms", 0.0)
+            latency_ms = round((stamp - matched_wall[offer_id]) * 1000, 1)
+            windows[window_of[offer_id]]["slowest_offer_ms"] = max(slowest, latency_ms)
         if missing:
             raise SystemExit(f"{missing} offers never reached their driver's websocket")
         await redis.flushdb()
@@ -439,12 +547,16 @@ async def run(url: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
         "drivers_online": args.drivers,
         "rides_per_window": args.rides,
         "windows": args.windows,
+        "window_every_s": args.window_s,
+        "accept_after_s": list(ACCEPT_AFTER_S),
         "path": "end of match() in Dispatcher.run_window -> commit -> outbox + pub/sub "
         "nudge -> api process (uvicorn) driver websocket -> client process receives "
         "the offer frame; wall clock on one machine",
         "goals": {"offer_latency_p99_ms": GOAL_P99_MS},
         "offer_latency": {**latency, "meets_goal": latency["p99_ms"] <= GOAL_P99_MS},
         "window_ms": percentiles_ms([w["window_ms"] / 1000 for w in windows]),
+        "offers_not_measured": others,
+        "client_replies": replies,
         "windows_detail": windows,
     }
 
@@ -454,7 +566,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--drivers", type=int, default=10_000)
     parser.add_argument("--rides", type=int, default=200, help="open rides per window")
     parser.add_argument("--windows", type=int, default=5)
-    parser.add_argument("--pause-s", type=float, default=1.0, help="between windows")
+    parser.add_argument("--window-s", type=float, default=2.0, help="a window every")
     parser.add_argument("--spread-m", type=float, default=1_500.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--trips", type=Path, default=NYC_TRIPS)

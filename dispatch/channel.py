@@ -35,14 +35,16 @@ need ``go_online`` on this connection first), a position's rejection code from
 way), the offer's problem types (``offer-not-found``, ``offer-not-yours`` 403,
 ``offer-expired`` 409), and ``service-unavailable`` when the database or Redis fails.
 
-The server pushes offers (``type: offer``) and trip updates (``type: event``, the ride's
-events) from the driver's outbox (``LiveState.push_to_driver``), each with its
+The server pushes offers (``type: offer``, from ``dispatch.offers``) and trip updates
+(``type: event``, the ride's events, put there by :func:`after_ride_events` after each
+commit) from the driver's outbox (``LiveState.push_to_driver``), each with its
 ``message_id``, oldest first. The app acknowledges each with ``ack``; what it did not
 acknowledge is pushed again after a reconnect. The pub/sub nudge that comes with each
 push (``dispatch.offers.deliver``) wakes the connection holding the driver's socket; a
 heartbeat also makes it look, so a nudge lost with a broken pub/sub connection delays a
 push by at most a heartbeat. Other notifications of the driver's user channel
-(membership changes, revoked sessions) are passed on as they come, as on ``/v1/ws``.
+(membership changes, revoked sessions) are passed on as they come, as on ``/v1/ws``;
+a ride event naming the driver is not, as it comes through the outbox.
 
 Positions: each is validated against the connection's last accepted one
 (``validate_update``); accepted ones update the live state through
@@ -64,7 +66,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Annotated, Any, Literal, Protocol
@@ -75,7 +77,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dispatch.breadcrumbs import BreadcrumbWriter
 from dispatch.events import RideDomainEvent
-from dispatch.live import LiveState, LiveTrip
+from dispatch.live import LiveState, LiveTrip, TripStatus
 from dispatch.locations import (
     LocationLimits,
     LocationUpdate,
@@ -112,6 +114,13 @@ FrameId = Annotated[str, Field(max_length=64)] | int | None
 # Positions of every connection of the process stored per Redis round trip, at most.
 INGEST_BATCH = 500
 DRIVER_POSITION = "driver_position"
+OUTBOX_RETRY_S = 1.0
+# A ride's statuses while a trip links its driver to it.
+_UNDER_WAY: dict[str, TripStatus] = {
+    "driver_assigned": "driver_assigned",
+    "driver_arrived": "driver_arrived",
+    "in_progress": "in_progress",
+}
 
 
 # Frames from the app.
@@ -611,9 +620,16 @@ class DriverChannel:
             return fresh
 
     async def outbox_frames(self) -> AsyncGenerator[Frame, None]:
-        """Pushes from the outbox, for as long as the connection lasts."""
+        """Pushes from the outbox, for as long as the connection lasts. A failed look
+        (Redis away) is tried again a moment later, not the end of the connection."""
         while True:
-            for frame in await self.undelivered():
+            try:
+                frames = await self.undelivered()
+            except Exception:
+                log.warning("driver_outbox_unreadable", driver_id=str(self.driver_id))
+                await asyncio.sleep(OUTBOX_RETRY_S)
+                continue
+            for frame in frames:
                 yield frame
             await self._look_in_outbox.wait()
             self._look_in_outbox.clear()
@@ -641,32 +657,47 @@ class DriverChannel:
 # After a ride's transitions commit.
 
 
-async def deliver_ride_events(live: LiveState, events: Iterable[DomainEvent]) -> int:
-    """Puts each ride event meant for its driver in the driver's outbox, so the driver
-    channel delivers it with a message id until acknowledged. Called after the commit,
-    beside ``publish_events``; returns how many were delivered."""
+async def after_ride_events(live: LiveState, events: Iterable[DomainEvent]) -> int:
+    """What a ride's committed events mean for its driver, called after the commit beside
+    ``publish_events``: the trip link (``live:trip``) follows the ride (its status while
+    under way; gone once the ride ends or goes back to matching; set at acceptance by
+    ``OfferFlows``, which knows the pickup), and each event reaches the driver through
+    their outbox, so the driver channel delivers it with a message id until
+    acknowledged. Returns how many events were delivered."""
     delivered = 0
     for event in events:
-        if (
-            isinstance(event, RideDomainEvent)
-            and event.driver_id is not None
-            and event.driver_id in event.recipients()
-        ):
+        if not isinstance(event, RideDomainEvent) or event.driver_id is None:
+            continue
+        await _follow_ride(live, event.driver_id, event.ride_id, event.status)
+        if event.driver_id in event.recipients():
             await deliver(live, event.driver_id, event.to_message())
             delivered += 1
     return delivered
+
+
+async def ride_events_published(redis: Redis, events: Sequence[DomainEvent]) -> None:
+    """The ``infra.pubsub.after_publish`` hook for rides: see ``after_ride_events``."""
+    await after_ride_events(LiveState(redis), events)
+
+
+async def _follow_ride(
+    live: LiveState, driver_id: uuid.UUID, ride_id: uuid.UUID, status: str
+) -> None:
+    under_way = _UNDER_WAY.get(status)
+    if under_way is None:
+        await live.clear_trip(driver_id, ride_id)
+        return
+    trip = await live.trip_of(driver_id)
+    if trip is not None and trip.ride_id == ride_id and trip.status != under_way:
+        await live.set_trip(driver_id, replace(trip, status=under_way))
 
 
 async def sync_trip(live: LiveState, driver_id: uuid.UUID, ride: RideRead) -> None:
     """Keeps ``live:trip:{driver_id}`` in step with the ride after one of its transitions
     committed: linked while the ride is assigned to the driver and not over, unlinked
     otherwise (completed, cancelled, given back to matching)."""
-    status = ride.status
-    if ride.driver_id == driver_id and status in (
-        "driver_assigned",
-        "driver_arrived",
-        "in_progress",
-    ):
+    status = _UNDER_WAY.get(ride.status)
+    if ride.driver_id == driver_id and status is not None:
         await live.set_trip(
             driver_id,
             LiveTrip(

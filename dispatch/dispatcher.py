@@ -27,9 +27,9 @@ Fairness inputs: idle time is how long the driver has been available
 (``LiveState.available_since``). Earnings today are the final fares of the driver's
 rides completed since 00:00 UTC, from dispatch's own rides: a fare stands in for the
 driver's share, which is a fixed split of it under one policy. Time online today comes
-from ``driver_shifts``. The fairness weight is a governed parameter: read each window
-through ``fairness_weight`` (``run_dispatcher`` wires the configured value; see
-``DispatchSettings.fairness_weight_s``).
+from ``driver_shifts``. The fairness weight is a governed parameter: each window reads
+the value in force through ``fairness_weight`` (``run_dispatcher`` wires
+:func:`governed_fairness_weight`, governance's ``dispatch.fairness_weight_s``).
 
 Safety does not rest on the lease: a dispatcher that stalls past its lease while another
 takes the region over can at worst compute a window twice; the unique indexes still let
@@ -72,6 +72,7 @@ from dispatch.offers import MadeOffer, OfferService, PlannedOffer, announce, for
 from dispatch.regions import regions_near
 from dispatch.repository import FairnessRepository, MatchDecisionRepository, OfferRepository
 from dispatch.schemas import OfferRead, RideRead
+from governance.service import FAIRNESS_KEY, GovernedParameterService
 from infra.clock import Clock, SystemClock
 from infra.db import create_engine, create_sessionmaker, transaction
 from infra.errors import DomainError
@@ -120,8 +121,10 @@ class RegionReport:
     expired: tuple[OfferRead, ...]
     timed_out: tuple[uuid.UUID, ...]
     match_s: float
-    # time.perf_counter() when the matcher returned and after the offers were announced.
+    # time.perf_counter() when the matcher returned, when the region's transaction had
+    # committed, and when every offer had been pushed.
     matched_at: float
+    committed_at: float
     announced_at: float
 
 
@@ -330,14 +333,19 @@ class Dispatcher:
             expired = await offers.expire_due(now, [region])
             requests = await self._requests(session, offers, region)
             drivers = await self._drivers(session, requests, now, params)
+            # Read before matching: from the decision on, only writes stand between the
+            # drivers and their offers.
+            details = await offers.details([request.id for request in requests])
             match_started = time.perf_counter()
             result = match(requests, drivers, params, now, self.policy, self.eta)
             matched_at = time.perf_counter()
             planned = await self._store_decisions(session, region, result, params)
-            made = await offers.create(planned, now)
+            made = await offers.create(planned, now, details)
+        committed_at = time.perf_counter()
+        await announce(self.live, made)
+        announced_at = time.perf_counter()
         await publish_events(self.redis, events.drain())
         await forget(self.live, expired)
-        await announce(self.live, made)
         return RegionReport(
             region=region,
             requests=len(requests),
@@ -349,7 +357,8 @@ class Dispatcher:
             timed_out=result.timed_out_request_ids,
             match_s=matched_at - match_started,
             matched_at=matched_at,
-            announced_at=time.perf_counter(),
+            committed_at=committed_at,
+            announced_at=announced_at,
         )
 
     async def _requests(
@@ -535,14 +544,29 @@ def install_stop_signals(dispatcher: Dispatcher) -> None:
 
 
 def matching_params(settings: DispatchSettings) -> MatchingParams:
+    """The configured matching parameters; the fairness weight is governed instead (see
+    :func:`governed_fairness_weight`)."""
     return MatchingParams(
         k=settings.k,
         base_radius_m=settings.base_radius_m,
         radius_growth_m_per_s=settings.radius_growth_m_per_s,
         max_radius_m=settings.max_radius_m,
-        fairness_weight_s=settings.fairness_weight_s,
         no_driver_timeout_s=settings.no_driver_timeout_s,
     )
+
+
+def governed_fairness_weight(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> FairnessWeight:
+    """The members' fairness weight in force at a window's time: the value of the last
+    vote on ``dispatch.fairness_weight_s``, or the constitution's founding default."""
+
+    async def weight(now: datetime) -> float:
+        async with transaction(sessionmaker) as session:
+            value = await GovernedParameterService(session).value_at(FAIRNESS_KEY, now)
+        return float(value)
+
+    return weight
 
 
 async def run_dispatcher(settings: Settings) -> None:
@@ -566,6 +590,7 @@ async def run_dispatcher(settings: Settings) -> None:
             no_driver=RideFlows(sessionmaker, payments, clock, redis),
             policy=config.policy,
             window_s=config.window_s,
+            fairness_weight=governed_fairness_weight(sessionmaker),
             lease_ttl_s=config.lease_ttl_s,
             max_requests_per_region=config.max_requests_per_region,
         )

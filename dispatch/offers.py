@@ -31,9 +31,10 @@ websocket and the HTTP fallbacks.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -41,7 +42,7 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dispatch.errors import OfferExpired, OfferNotFound, OfferNotYours, RideNotFound
-from dispatch.live import LiveState, LiveTrip
+from dispatch.live import LiveState, LiveTrip, outbox_key
 from dispatch.models import Offer
 from dispatch.repository import OFFERED, OfferDetails, OfferRepository
 from dispatch.schemas import OfferAcceptance, OfferRead, RideRead
@@ -122,10 +123,16 @@ class OfferService:
         self.offers = OfferRepository(session)
         self.rides = RideService(session, clock, self.events, live.redis)
 
-    async def create(self, planned: Sequence[PlannedOffer], now: datetime) -> list[MadeOffer]:
+    async def create(
+        self,
+        planned: Sequence[PlannedOffer],
+        now: datetime,
+        details: Mapping[uuid.UUID, OfferDetails] | None = None,
+    ) -> list[MadeOffer]:
         """Makes the planned offers, expiring ``offer_ttl_s`` after ``now``. A ride or a
         driver that already holds a live offer gets none (the unique indexes refuse it):
-        the result lists only the offers made."""
+        the result lists only the offers made. ``details`` (from :meth:`details`, read
+        before matching so that it does not delay the offers) is read here if missing."""
         expires_at = self.live.offer_expiry(now)
         rows = [
             Offer(
@@ -142,8 +149,15 @@ class OfferService:
             for plan in planned
         ]
         stored = await self.offers.insert_live(rows)
-        details = await self.offers.details([offer.ride_id for offer in stored])
-        return [MadeOffer(offer_read(offer), details[offer.ride_id]) for offer in stored]
+        known = dict(details or {})
+        missing = [offer.ride_id for offer in stored if offer.ride_id not in known]
+        if missing:
+            known.update(await self.offers.details(missing))
+        return [MadeOffer(offer_read(offer), known[offer.ride_id]) for offer in stored]
+
+    async def details(self, ride_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, OfferDetails]:
+        """What offers for these rides would tell their drivers."""
+        return await self.offers.details(ride_ids)
 
     async def accept(self, offer_id: uuid.UUID, driver_id: uuid.UUID) -> Acceptance:
         """The driver takes the ride offered (see the module docstring)."""
@@ -218,21 +232,51 @@ def _without_pin(ride: RideRead) -> RideRead:
 
 
 async def announce(live: LiveState, made: Sequence[MadeOffer]) -> None:
-    """Puts committed offers in the live state and pushes each to its driver. A push
-    that fails is logged: the offer stands, and the driver's app finds it in its outbox
-    on reconnect or lets it expire."""
+    """Pushes committed offers to their drivers, then puts them in the live state.
 
-    async def one(offer: MadeOffer) -> None:
-        frame = offer.frame()
+    The pushes of a window go in two pipelined round trips: every frame into its
+    driver's outbox (as ``LiveState.push_to_driver`` does one), then every nudge with
+    its message id (as :func:`deliver` does one), so the last driver of a large window
+    hears of the offer milliseconds after the first. A push that fails is logged: the
+    offer stands, and the driver's app finds it in its outbox on reconnect or lets it
+    expire."""
+    if not made:
+        return
+    frames = [(offer.offer.driver_id, offer.frame()) for offer in made]
+    try:
+        message_ids = await _push_all(live, frames)
+        async with live.redis.pipeline(transaction=False) as pipe:
+            for (driver_id, frame), message_id in zip(frames, message_ids, strict=True):
+                pipe.publish(user_channel(driver_id), _json({**frame, "message_id": message_id}))
+            await pipe.execute()
+    except Exception:
+        log.exception("offer_push_failed", offers=len(made))
+
+    async def put(offer: OfferRead) -> None:
         try:
-            await live.put_offer(
-                offer.offer.id, offer.offer.ride_id, offer.offer.driver_id, offer.offer.expires_at
-            )
-            await deliver(live, offer.offer.driver_id, frame)
+            await live.put_offer(offer.id, offer.ride_id, offer.driver_id, offer.expires_at)
         except Exception:
-            log.exception("offer_push_failed", offer_id=str(offer.offer.id))
+            log.exception("offer_live_state_failed", offer_id=str(offer.id))
 
-    await _bounded(map(one, made))
+    await _bounded(put(offer.offer) for offer in made)
+
+
+async def _push_all(
+    live: LiveState, frames: Sequence[tuple[uuid.UUID, dict[str, Any]]]
+) -> list[str]:
+    # LiveState.push_to_driver for many drivers in one round trip, with its bounds.
+    retention_ms = max(1, round(live.outbox_retention_s * 1000))
+    async with live.redis.pipeline(transaction=False) as pipe:
+        for driver_id, frame in frames:
+            key = outbox_key(driver_id)
+            pipe.xadd(key, {"body": _json(frame)}, maxlen=live.outbox_max_len, approximate=False)
+            pipe.pexpire(key, retention_ms)
+        replies = await pipe.execute()
+    return [str(message_id) for message_id in replies[::2]]
+
+
+def _json(message: Mapping[str, Any]) -> str:
+    return json.dumps(dict(message), separators=(",", ":"))
 
 
 async def deliver(live: LiveState, driver_id: uuid.UUID, frame: dict[str, Any]) -> str:

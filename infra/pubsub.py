@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -25,12 +25,28 @@ async def publish(redis: Redis, channel: str, message: dict[str, Any]) -> int:
     return int(await redis.publish(channel, json.dumps(message, separators=(",", ":"))))
 
 
+AfterPublish = Callable[[Redis, Sequence[DomainEvent]], Awaitable[object]]
+_after_publish: list[AfterPublish] = []
+
+
+def after_publish(hook: AfterPublish) -> None:
+    """Registers what must follow every publication of committed events (a domain's live
+    state kept in step with them). The composition roots register hooks at start-up, so
+    every path that commits and publishes, whatever its domain, runs them."""
+    if hook not in _after_publish:
+        _after_publish.append(hook)
+
+
 async def publish_events(redis: Redis, events: Iterable[DomainEvent]) -> None:
-    for event in events:
+    published = list(events)
+    for event in published:
         message = event.to_message()
         await publish(redis, EVENTS_CHANNEL, message)
         for user_id in event.recipients():
             await publish(redis, user_channel(user_id), message)
+    if published:
+        for hook in _after_publish:
+            await hook(redis, published)
 
 
 class Subscription:

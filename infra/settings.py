@@ -64,6 +64,8 @@ class RedisSettings(_Base):
     model_config = SettingsConfigDict(env_prefix="RIDECOOP_REDIS_", extra="ignore", frozen=True)
 
     url: RedisDsn = RedisDsn("redis://127.0.0.1:6379/0")
+    max_connections: int = Field(default=200, ge=4, le=10_000)
+    pool_timeout_s: float = Field(default=5.0, gt=0, le=60)
 
 
 class AuthSettings(_Base):
@@ -188,8 +190,6 @@ class DispatchSettings(_Base):
     radius_growth_m_per_s: float = Field(default=25.0, ge=0, le=1_000)
     max_radius_m: float = Field(default=8_000.0, gt=0, le=100_000)
     no_driver_timeout_s: float = Field(default=120.0, gt=0, le=3_600)
-    # Used until governance holds a value for dispatch.fairness_weight_s.
-    fairness_weight_s: float = Field(default=60.0, ge=0, le=120)
     max_requests_per_region: int = Field(default=5_000, ge=1, le=100_000)
 
     @model_validator(mode="after")

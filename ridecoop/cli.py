@@ -46,6 +46,9 @@ def _run_worker(settings: Settings) -> int:
 
 
 def _run_dispatcher(settings: Settings) -> int:
+    # Every domain's tables are mapped before the first flush: the ORM orders inserts by
+    # foreign keys that cross domains (an offer's driver is a user).
+    import ridecoop.models  # noqa: F401
     from dispatch.dispatcher import run_dispatcher
 
     asyncio.run(run_dispatcher(settings))

@@ -9,12 +9,14 @@ from collections.abc import Mapping, Sequence
 
 from redis.asyncio import Redis
 
+from dispatch.channel import ride_events_published
 from dispatch.tasks import DispatchTasks
 from governance.tasks import GovernanceTasks
 from infra.clock import Clock, SystemClock
 from infra.db import create_engine, create_sessionmaker
 from infra.jobs import Handler, JobConsumer
 from infra.logging import configure_logging, get_logger
+from infra.pubsub import after_publish
 from infra.redis import create_redis
 from infra.schedule import Periodic, claim
 from infra.settings import Settings
@@ -77,6 +79,7 @@ def install_stop_signals(worker: Worker) -> None:
 async def run_worker(settings: Settings) -> None:
     """The worker process: every domain's queued jobs and periodic jobs, until SIGTERM."""
     configure_logging(settings.core.log_level, settings.core.log_json)
+    after_publish(ride_events_published)
     engine = create_engine(settings.database)
     redis = create_redis(settings.redis)
     gateway = StripeGateway(settings.stripe)

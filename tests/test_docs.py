@@ -16,6 +16,7 @@ from infra.settings import (
     AuthSettings,
     CoreSettings,
     DatabaseSettings,
+    DispatchSettings,
     GovernanceSettings,
     RedisSettings,
     StripeSettings,
@@ -38,6 +39,7 @@ def test_every_setting_is_documented_with_its_default() -> None:
         ApiSettings,
         StripeSettings,
         GovernanceSettings,
+        DispatchSettings,
     ]
     for cls in classes:
         prefix = cls.model_config.get("env_prefix", "")

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -21,10 +22,16 @@ from dispatch.channel import (
     DriverChannel,
     DriverChannels,
     LocationIngest,
-    deliver_ride_events,
+    after_ride_events,
     sync_trip,
 )
-from dispatch.events import DriverArrived
+from dispatch.events import (
+    DriverArrived,
+    DriverCancelled,
+    RideCancelled,
+    RideDomainEvent,
+    TripStarted,
+)
 from dispatch.live import LiveState, LiveTrip, geo_key
 from dispatch.locations import LocationUpdate
 from dispatch.models import DriverShift, Offer, Ride
@@ -566,11 +573,65 @@ async def test_ride_events_reach_the_driver_through_the_outbox_only(
         yield membership
 
     assert [m async for m in channel.notifications(published())] == [membership]
-    assert await deliver_ride_events(live, [event]) == 1
+    assert await after_ride_events(live, [event]) == 1
     [pushed] = await channel.undelivered()
     assert pushed["event"] == "DriverArrived"
     assert pushed["data"]["ride_id"] == str(event.ride_id)
     assert pushed["message_id"]
+
+
+def ride_event(
+    kind: type[RideDomainEvent], trip: LiveTrip, driver_id: uuid.UUID, status: str
+) -> RideDomainEvent:
+    fees = {"fee_amount": 0, "currency": "USD"} if kind is RideCancelled else {}
+    return kind(
+        occurred_at=datetime.now(UTC),
+        ride_id=trip.ride_id,
+        rider_id=trip.rider_id,
+        driver_id=driver_id,
+        status=status,
+        **fees,
+    )
+
+
+async def test_the_trip_link_follows_the_rides_events(
+    live: LiveState, driver_id: uuid.UUID
+) -> None:
+    trip = LiveTrip(uuid.uuid4(), uuid.uuid4(), "driver_assigned", *START)
+    await live.set_trip(driver_id, trip)
+    await after_ride_events(live, [ride_event(DriverArrived, trip, driver_id, "driver_arrived")])
+    assert await live.trip_of(driver_id) == replace(trip, status="driver_arrived")
+    await after_ride_events(live, [ride_event(TripStarted, trip, driver_id, "in_progress")])
+    assert await live.trip_of(driver_id) == replace(trip, status="in_progress")
+    await after_ride_events(
+        live, [ride_event(RideCancelled, trip, driver_id, "cancelled_by_rider")]
+    )
+    assert await live.trip_of(driver_id) is None
+
+
+async def test_a_driver_who_gives_a_ride_up_is_unlinked_from_it(
+    live: LiveState, driver_id: uuid.UUID
+) -> None:
+    trip = LiveTrip(uuid.uuid4(), uuid.uuid4(), "driver_assigned", *START)
+    await live.set_trip(driver_id, trip)
+    await after_ride_events(live, [ride_event(DriverCancelled, trip, driver_id, "matching")])
+    assert await live.trip_of(driver_id) is None
+
+
+async def test_a_late_event_of_an_earlier_ride_leaves_the_current_trip(
+    live: LiveState, driver_id: uuid.UUID
+) -> None:
+    earlier = LiveTrip(uuid.uuid4(), uuid.uuid4(), "in_progress", *START)
+    current = LiveTrip(uuid.uuid4(), uuid.uuid4(), "driver_assigned", *START)
+    await live.set_trip(driver_id, current)
+    await after_ride_events(
+        live,
+        [
+            ride_event(TripStarted, earlier, driver_id, "in_progress"),
+            ride_event(RideCancelled, earlier, driver_id, "cancelled_by_rider"),
+        ],
+    )
+    assert await live.trip_of(driver_id) == current
 
 
 # Trips: breadcrumbs and the rider's view.

@@ -14,7 +14,13 @@ from redis.asyncio import Redis
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from dispatch.dispatcher import DISPATCHERS_KEY, Dispatcher, WindowReport, matching_params
+from dispatch.dispatcher import (
+    DISPATCHERS_KEY,
+    Dispatcher,
+    WindowReport,
+    governed_fairness_weight,
+    matching_params,
+)
 from dispatch.flows import RideFlows
 from dispatch.live import LiveState, lease_key
 from dispatch.locations import LocationUpdate
@@ -24,6 +30,7 @@ from dispatch.offers import OfferService
 from dispatch.regions import region_of
 from dispatch.schemas import Point, RideRead
 from dispatch.service import RideService
+from governance.models import GovernedParameter
 from infra.clock import FrozenClock
 from infra.events import EventBuffer
 from infra.pubsub import Subscription, user_channel
@@ -498,3 +505,49 @@ async def test_a_region_without_open_rides_is_given_back(
     report = await dispatcher.run_window(await later(clock, 2))
     assert report.released == (TIMES_SQUARE_REGION,)
     assert await redis_client.exists(lease_key(TIMES_SQUARE_REGION)) == 0
+
+
+async def test_the_fairness_weight_members_voted_for_is_the_one_used(
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    clock: FrozenClock,
+    live: LiveState,
+    redis_client: Redis,
+    settings: Settings,
+    ride_flows: RideFlows,
+) -> None:
+    ride = await ride_at(session, clock, redis_client, settings, TIMES_SQUARE)
+    just_online = await online(session, clock, live, settings, north_of(TIMES_SQUARE, 500))
+    await online(
+        session,
+        clock,
+        live,
+        settings,
+        north_of(TIMES_SQUARE, 600),
+        since=clock.now() - timedelta(minutes=15),
+    )
+    # The members voted fairness off (weight 0) a minute ago.
+    session.add(
+        GovernedParameter(
+            parameter_key="dispatch.fairness_weight_s",
+            value="0",
+            version=1,
+            effective_at=clock.now() - timedelta(minutes=1),
+            created_at=clock.now(),
+        )
+    )
+    await session.commit()
+    dispatcher = Dispatcher(
+        sessionmaker,
+        live,
+        clock,
+        MatchingParams(fairness_weight_s=60.0),
+        "governed",
+        no_driver=ride_flows,
+        fairness_weight=governed_fairness_weight(sessionmaker),
+    )
+    report = await dispatcher.run_window(clock.now())
+    assert offered(report) == {ride.id: just_online}
+    decision = await session.get(MatchDecision, report.offers[0].offer.decision_id)
+    assert decision is not None
+    assert decision.params["fairness_weight_s"] == 0

@@ -52,9 +52,14 @@ REGIONS = frozenset(region_of(p.lat, p.lng) for p in PICKUPS)
 @dataclass
 class Dispatchers:
     processes: list[subprocess.Popen[bytes]]
+    logs: list[Path]
 
     def by_pid(self, pid: int) -> subprocess.Popen[bytes]:
         return next(p for p in self.processes if p.pid == pid)
+
+    def tails(self) -> str:
+        """The end of each process's log, to show what went wrong."""
+        return "\n".join(f"{log.name}: {log.read_text()[-2_000:]}" for log in self.logs)
 
 
 def _start(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
@@ -81,7 +86,8 @@ def _start(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
 @pytest.fixture
 def dispatchers(committed: Committed, settings: Settings, tmp_path: Path) -> Iterator[Dispatchers]:
     # Depends on ``committed`` so the processes stop before its rows are deleted.
-    started = Dispatchers([_start(settings, tmp_path / f"dispatcher-{i}.log") for i in range(2)])
+    logs = [tmp_path / f"dispatcher-{i}.log" for i in range(2)]
+    started = Dispatchers([_start(settings, log) for log in logs], logs)
     yield started
     for process in started.processes:
         if process.poll() is None:
@@ -94,14 +100,19 @@ def dispatchers(committed: Committed, settings: Settings, tmp_path: Path) -> Ite
             process.wait()
 
 
-async def eventually(check: Callable[[], Awaitable[T | None]], timeout_s: float, what: str) -> T:
+async def eventually(
+    check: Callable[[], Awaitable[T | None]],
+    timeout_s: float,
+    what: str,
+    dispatchers: Dispatchers,
+) -> T:
     deadline = time.monotonic() + timeout_s
     while True:
         found = await check()
         if found is not None:
             return found
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s} s: {what}")
+            raise AssertionError(f"not within {timeout_s} s: {what}\n{dispatchers.tails()}")
         await asyncio.sleep(0.05)
 
 
@@ -142,7 +153,9 @@ async def test_a_killed_dispatchers_regions_are_taken_over_and_every_ride_is_off
             return held
         return None
 
-    owners = await eventually(both_hold_regions, START_TIMEOUT_S, "both dispatchers hold regions")
+    owners = await eventually(
+        both_hold_regions, START_TIMEOUT_S, "both dispatchers hold regions", dispatchers
+    )
     assert await redis_client.zcard(DISPATCHERS_KEY) == 2
     victim_pid = pid_of(next(iter(owners.values())))
     survivor = next(p for p in dispatchers.processes if p.pid != victim_pid)
@@ -154,7 +167,9 @@ async def test_a_killed_dispatchers_regions_are_taken_over_and_every_ride_is_off
         now = await lease_owners(live)
         return now if {pid_of(o or "x:0") for o in now.values()} == {survivor.pid} else None
 
-    await eventually(survivor_holds_all, SETTLE_TIMEOUT_S, "the survivor holds every region")
+    await eventually(
+        survivor_holds_all, SETTLE_TIMEOUT_S, "the survivor holds every region", dispatchers
+    )
     # The victim's leases lapse after the TTL; the survivor sees it within a window.
     assert time.monotonic() - killed_at <= LEASE_TTL_S + 2 * WINDOW_S + 1.0
 
@@ -180,7 +195,9 @@ async def test_a_killed_dispatchers_regions_are_taken_over_and_every_ride_is_off
             offered = dict(rows.all())
         return offered if len(offered) == len(open_rides) else None
 
-    offered = await eventually(every_ride_offered, SETTLE_TIMEOUT_S, "every ride has an offer")
+    offered = await eventually(
+        every_ride_offered, SETTLE_TIMEOUT_S, "every ride has an offer", dispatchers
+    )
     assert offered == drivers
 
     survivor.send_signal(signal.SIGTERM)
