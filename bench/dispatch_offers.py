@@ -69,6 +69,7 @@ from dispatch.flows import RideFlows
 from dispatch.live import LiveState
 from dispatch.locations import LocationUpdate
 from dispatch.matching import MatchingParams
+from dispatch.offers import MadeOffer
 from dispatch.regions import region_of
 from infra.clock import SystemClock
 from infra.db import create_engine, create_sessionmaker
@@ -86,7 +87,8 @@ KEEPALIVE_S = 20.0
 CONNECT_BATCH = 25
 # A driver reads the offer and taps accept a few seconds later (seconds, uniform).
 ACCEPT_AFTER_S = (2.0, 8.0)
-# How long the clients wait for the last offer after the last window.
+# How long the clients listen after the last window, and wait to report.
+DELIVERY_GRACE_S = 3.0
 DELIVERY_TIMEOUT_S = 30.0
 NOW = datetime.now(UTC)
 
@@ -98,10 +100,17 @@ NOW = datetime.now(UTC)
 # here (API_REDIS_POOL) so that the latency of many open sockets can be measured.
 
 API_REDIS_POOL = 4_000
+API_GC_GEN2_ENV = "BENCH_API_GC_GEN2_THRESHOLD"
 
 
 def api_app() -> FastAPI:
     settings = get_settings()
+    _log_long_collections()
+    if threshold := os.environ.get(API_GC_GEN2_ENV):
+        # A variant, not the api as deployed: full collections made rarer (Python's
+        # default third threshold is 10).
+        first, second, _ = gc.get_threshold()
+        gc.set_threshold(first, second, int(threshold))
     app = create_app(settings)
     if not any(getattr(route, "path", None) == "/v1/drivers/ws" for route in app.routes):
         app.include_router(driver_ws.router)
@@ -136,6 +145,33 @@ def api_app() -> FastAPI:
     return app
 
 
+def _log_long_collections(longer_than_s: float = 0.02) -> None:
+    # The api's own pauses, in its log: a window whose offers all arrive late at once
+    # is told apart from a slow dispatcher this way.
+    started: dict[int, float] = {}
+
+    def timed(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[info["generation"]] = time.perf_counter()
+            return
+        took = time.perf_counter() - started.pop(info["generation"], time.perf_counter())
+        if took > longer_than_s:
+            print(
+                json.dumps(
+                    {
+                        "event": "gc_pause",
+                        "generation": info["generation"],
+                        "ms": round(took * 1000, 1),
+                        "at": time.time(),
+                    }
+                ),
+                file=sys.stderr,
+                flush=True,
+            )
+
+    gc.callbacks.append(timed)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -143,9 +179,12 @@ def free_port() -> int:
         return port
 
 
-def start_api(database_url: str, redis_url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_api(
+    database_url: str, redis_url: str, port: int, log: Path, gc_gen2: int | None
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
+        **({API_GC_GEN2_ENV: str(gc_gen2)} if gc_gen2 else {}),
         "RIDECOOP_DATABASE_URL": database_url,
         "RIDECOOP_REDIS_URL": redis_url,
         "RIDECOOP_AUTH_JWT_SECRET": BENCH_JWT_SECRET,
@@ -191,15 +230,16 @@ async def wait_for_api(port: int, api: subprocess.Popen[bytes]) -> None:
 # The drivers' apps, in a process of their own.
 
 
-def run_clients(port: int, tokens: list[str], expected: int, pipe: Connection) -> None:
-    asyncio.run(_clients(port, tokens, expected, pipe))
+def run_clients(port: int, tokens: list[str], pipe: Connection) -> None:
+    asyncio.run(_clients(port, tokens, pipe))
 
 
-async def _clients(port: int, tokens: list[str], expected: int, pipe: Connection) -> None:
+async def _clients(port: int, tokens: list[str], pipe: Connection) -> None:
+    """Opens a socket per token, stamps and acknowledges every offer frame and accepts
+    it a few seconds later, until the parent says stop; then sends what it received."""
     received: list[tuple[str, float]] = []
     accepts: list[asyncio.Task[None]] = []
     replies: dict[str, int] = {}
-    done = asyncio.Event()
     connected = 0
     connections = []
 
@@ -228,8 +268,6 @@ async def _clients(port: int, tokens: list[str], expected: int, pipe: Connection
             # A driver takes a moment to accept; an offer left unanswered would expire
             # and its ride go to another driver.
             accepts.append(asyncio.create_task(accept(socket_, frame["offer_id"])))
-            if len(received) >= expected:
-                done.set()
 
     async def accept(socket_: Any, offer_id: str) -> None:
         await asyncio.sleep(random.uniform(*ACCEPT_AFTER_S))
@@ -250,9 +288,7 @@ async def _clients(port: int, tokens: list[str], expected: int, pipe: Connection
     gc.collect()
     gc.freeze()
     pipe.send(("ready", connected))
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(done.wait(), timeout=DELIVERY_TIMEOUT_S + 600)
-    await asyncio.sleep(ACCEPT_AFTER_S[1])
+    await asyncio.to_thread(pipe.recv)
     for task in listeners:
         task.cancel()
     await asyncio.gather(*(c.close() for c in connections), return_exceptions=True)
@@ -391,6 +427,21 @@ async def heard_from(
         )
 
 
+def gc_pauses() -> list[float]:
+    """Collects the durations of this process's garbage collections from now on."""
+    pauses: list[float] = []
+    started: dict[int, float] = {}
+
+    def timed(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[info["generation"]] = time.perf_counter()
+        elif info["generation"] in started:
+            pauses.append(time.perf_counter() - started.pop(info["generation"]))
+
+    gc.callbacks.append(timed)
+    return pauses
+
+
 # The run.
 
 
@@ -428,6 +479,7 @@ async def run(url: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
     riders = [uuid.uuid4() for _ in range(connected_count)]
     engine = create_engine(DatabaseSettings(url=url, pool_size=10))
     api: subprocess.Popen[bytes] | None = None
+    pauses: list[float] = []
     clients: Any = None
     try:
         progress(f"loading {args.drivers} drivers ({connected_count} connected) and riders")
@@ -435,7 +487,7 @@ async def run(url: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
         live = LiveState(redis)
         await bring_online(live, drivers, points, datetime.now(UTC))
         port = free_port()
-        api = start_api(url, redis_url, port, workdir / "api.log")
+        api = start_api(url, redis_url, port, workdir / "api.log", args.api_gc_gen2_threshold)
         await wait_for_api(port, api)
         auth = AuthSettings(jwt_secret=BENCH_JWT_SECRET)
         tokens = [
@@ -450,7 +502,7 @@ async def run(url: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
         ]
         parent, child = multiprocessing.get_context("spawn").Pipe()
         clients = multiprocessing.get_context("spawn").Process(
-            target=run_clients, args=(port, tokens, connected_count, child)
+            target=run_clients, args=(port, tokens, child)
         )
         clients.start()
         # Only the child holds its end: if it dies, recv raises instead of waiting forever.
@@ -466,9 +518,14 @@ async def run(url: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
         dispatcher = Dispatcher(
             sessionmaker, live, clock, MatchingParams(), "bench", no_driver=flows
         )
+        # As run_dispatcher does before its first window.
+        gc.collect()
+        gc.freeze()
+        pauses = gc_pauses()
         matched_wall: dict[str, float] = {}
         window_of: dict[str, int] = {}
         others = 0
+        all_offers: list[MadeOffer] = []
         windows: list[dict[str, Any]] = []
         for window in range(args.windows):
             window_started = time.monotonic()
@@ -481,6 +538,7 @@ async def run(url: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
             await heard_from(live, drivers, points)
             report: WindowReport = await dispatcher.run_window(datetime.now(UTC))
             perf_now, wall_now = time.perf_counter(), time.time()
+            all_offers.extend(report.offers)
             offers = [o for o in report.offers if o.offer.driver_id in expected]
             if len(offers) != len(expected):
                 raise SystemExit(
@@ -492,9 +550,8 @@ async def run(url: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
             for region in report.regions:
                 wall = wall_now - (perf_now - region.matched_at)
                 for made in region.offers:
-                    if made.offer.driver_id in expected:
-                        matched_wall[str(made.offer.id)] = wall
-                        window_of[str(made.offer.id)] = window
+                    matched_wall[str(made.offer.id)] = wall
+                    window_of[str(made.offer.id)] = window
             windows.append(
                 {
                     "window_ms": round(report.duration_s * 1000, 1),
@@ -514,20 +571,26 @@ async def run(url: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
             progress(f"window {window}: {windows[-1]}")
             # Windows start every window_s, as the dispatcher's loop runs them.
             await asyncio.sleep(max(0.0, args.window_s - (time.monotonic() - window_started)))
+        # The last offers' frames are on their way: give them the time to arrive.
+        await asyncio.sleep(DELIVERY_GRACE_S)
+        parent.send(("stop",))
         _, (received, replies) = await asyncio.wait_for(
-            asyncio.to_thread(parent.recv), timeout=DELIVERY_TIMEOUT_S + 660
+            asyncio.to_thread(parent.recv), timeout=DELIVERY_TIMEOUT_S
         )
         latencies = [stamp - matched_wall[offer_id] for offer_id, stamp in received]
-        missing = len(matched_wall) - len({offer_id for offer_id, _ in received})
+        sockets = set(members)
+        sent = sum(1 for offer in all_offers if offer.offer.driver_id in sockets)
+        missing = sent - len({offer_id for offer_id, _ in received})
         for offer_id, stamp in received:
             slowest = windows[window_of[offer_id]].setdefault("slowest_offer_ms", 0.0)
             latency_ms = round((stamp - matched_wall[offer_id]) * 1000, 1)
             windows[window_of[offer_id]]["slowest_offer_ms"] = max(slowest, latency_ms)
         if missing:
             raise SystemExit(f"{missing} offers never reached their driver's websocket")
-        await redis.flushdb()
     finally:
-        if clients is not None:
+        # The scratch Redis database is emptied whatever happened before.
+        await redis.flushdb()
+        if clients is not None and clients.pid is not None:
             clients.join(timeout=30)
             if clients.is_alive():
                 clients.terminate()
@@ -537,10 +600,14 @@ async def run(url: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
                 api.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 api.kill()
-        await redis.flushdb()
         await redis.aclose()
         await engine.dispose()
     latency = percentiles_ms(latencies)
+    api_pauses = [
+        float(json.loads(line)["ms"])
+        for line in (workdir / "api.log").read_text().splitlines()
+        if '"gc_pause"' in line
+    ]
     return {
         "machine": machine(),
         "measured_at": now_iso(),
@@ -548,6 +615,7 @@ async def run(url: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
         "rides_per_window": args.rides,
         "windows": args.windows,
         "window_every_s": args.window_s,
+        "api_gc_gen2_threshold": args.api_gc_gen2_threshold or "python default (10)",
         "accept_after_s": list(ACCEPT_AFTER_S),
         "path": "end of match() in Dispatcher.run_window -> commit -> outbox + pub/sub "
         "nudge -> api process (uvicorn) driver websocket -> client process receives "
@@ -555,6 +623,8 @@ async def run(url: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
         "goals": {"offer_latency_p99_ms": GOAL_P99_MS},
         "offer_latency": {**latency, "meets_goal": latency["p99_ms"] <= GOAL_P99_MS},
         "window_ms": percentiles_ms([w["window_ms"] / 1000 for w in windows]),
+        "dispatcher_gc_pauses_ms": percentiles_ms(pauses),
+        "api_gc_pauses_over_20_ms": api_pauses,
         "offers_not_measured": others,
         "client_replies": replies,
         "windows_detail": windows,
@@ -564,14 +634,20 @@ async def run(url: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.dispatch_offers", description=__doc__)
     parser.add_argument("--drivers", type=int, default=10_000)
-    parser.add_argument("--rides", type=int, default=200, help="open rides per window")
-    parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--rides", type=int, default=50, help="open rides per window")
+    parser.add_argument("--windows", type=int, default=30)
     parser.add_argument("--window-s", type=float, default=2.0, help="a window every")
     parser.add_argument("--spread-m", type=float, default=1_500.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--trips", type=Path, default=NYC_TRIPS)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379")
     parser.add_argument("--redis-db", type=int, default=13)
+    parser.add_argument(
+        "--api-gc-gen2-threshold",
+        type=int,
+        default=None,
+        help="a variant: the api process's third GC threshold (Python's default: 10)",
+    )
     parser.add_argument("--section", default="offers", help="results section")
     parser.add_argument("--no-save", action="store_true", help="print only")
     args = parser.parse_args(argv)

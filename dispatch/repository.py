@@ -372,10 +372,36 @@ class OfferRepository:
         self.session = session
 
     async def insert_live(self, offers: Sequence[Offer]) -> list[Offer]:
-        """Inserts live offers and returns those stored. An offer for a ride or a driver
-        that already holds a live one (a concurrent dispatcher got there first) is
-        skipped: the partial unique indexes decide, not a read before the write."""
+        """Inserts live offers and returns those stored. An offer is skipped when its
+        ride or its driver already holds a live one (a concurrent dispatcher got there
+        first: the partial unique indexes decide), when its ride left matching or
+        excludes the driver, or when its driver took a ride meanwhile.
+
+        The unique indexes alone would not do: an offer accepted just after the window
+        read its rides is no longer live, so a second offer for the now assigned ride
+        would pass them. The rides are locked (shared, in id order) and read again
+        first; an accept, a decline or a cancellation of one of them, which lock the
+        ride's row too, either committed before (and is seen) or waits for this
+        transaction. A driver who accepts another ride at the same moment can still be
+        offered one; their accept of it is refused (``DriverBusy``) and it expires."""
         if not offers:
+            return []
+        open_rides = await self.session.execute(
+            select(Ride.id, Ride.excluded_driver_ids)
+            .where(Ride.id.in_({offer.ride_id for offer in offers}), Ride.status == _MATCHING)
+            .order_by(Ride.id)
+            .with_for_update(read=True)
+        )
+        excluded = {ride_id: set(drivers) for ride_id, drivers in open_rides.all()}
+        busy = await self.drivers_with_rides_under_way([offer.driver_id for offer in offers])
+        wanted = [
+            offer
+            for offer in offers
+            if offer.ride_id in excluded
+            and offer.driver_id not in excluded[offer.ride_id]
+            and offer.driver_id not in busy
+        ]
+        if not wanted:
             return []
         # Sent as one executemany, which SQLAlchemy batches into multi-row INSERTs from a
         # statement compiled once: a window's offers cost a few milliseconds.
@@ -392,11 +418,11 @@ class OfferRepository:
                     "offered_at": offer.offered_at,
                     "expires_at": offer.expires_at,
                 }
-                for offer in offers
+                for offer in wanted
             ],
         )
         stored = set(result.scalars())
-        return [offer for offer in offers if offer.id in stored]
+        return [offer for offer in wanted if offer.id in stored]
 
     async def get(self, offer_id: uuid.UUID) -> Offer | None:
         result = await self.session.execute(

@@ -199,6 +199,38 @@ async def test_a_driver_holds_one_live_offer(
     assert await make_offer(session, clock, live, other_ride.id, scene.driver) == []
 
 
+async def test_no_offer_is_made_for_a_ride_assigned_since_the_window_read_it(
+    session: AsyncSession, clock: FrozenClock, live: LiveState, scene: Scene
+) -> None:
+    # The first offer was accepted after the window read the ride as open: that offer
+    # is no longer live, so only a second look at the ride stops a second offer.
+    [first] = await make_offer(session, clock, live, scene.ride.id, scene.driver)
+    await offers(session, clock, live).accept(first.offer.id, scene.driver)
+    assert await make_offer(session, clock, live, scene.ride.id, scene.other_driver) == []
+
+
+async def test_no_offer_is_made_to_a_driver_the_ride_excludes(
+    session: AsyncSession, clock: FrozenClock, live: LiveState, scene: Scene
+) -> None:
+    [first] = await make_offer(session, clock, live, scene.ride.id, scene.driver)
+    await offers(session, clock, live).decline(first.offer.id, scene.driver)
+    assert await make_offer(session, clock, live, scene.ride.id, scene.driver) == []
+
+
+async def test_no_offer_is_made_to_a_driver_on_a_ride(
+    session: AsyncSession,
+    clock: FrozenClock,
+    live: LiveState,
+    redis_client: Redis,
+    settings: Settings,
+    scene: Scene,
+) -> None:
+    [first] = await make_offer(session, clock, live, scene.ride.id, scene.driver)
+    await offers(session, clock, live).accept(first.offer.id, scene.driver)
+    other_ride = await ride_in_matching(session, clock, redis_client, settings)
+    assert await make_offer(session, clock, live, other_ride.id, scene.driver) == []
+
+
 # Accepting.
 
 
