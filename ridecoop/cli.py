@@ -49,8 +49,13 @@ def _run_dispatcher(settings: Settings) -> int:
     # Every domain's tables are mapped before the first flush: the ORM orders inserts by
     # foreign keys that cross domains (an offer's driver is a user).
     import ridecoop.models  # noqa: F401
+    from dispatch.channel import ride_events_published
     from dispatch.dispatcher import run_dispatcher
+    from infra.pubsub import after_publish
 
+    # A ride's committed events move its driver's live trip link and outbox, whichever
+    # process commits them.
+    after_publish(ride_events_published)
     asyncio.run(run_dispatcher(settings))
     return 0
 

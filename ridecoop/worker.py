@@ -79,6 +79,9 @@ def install_stop_signals(worker: Worker) -> None:
 async def run_worker(settings: Settings) -> None:
     """The worker process: every domain's queued jobs and periodic jobs, until SIGTERM."""
     configure_logging(settings.core.log_level, settings.core.log_json)
+    # Every domain's tables are mapped before the first flush (foreign keys cross domains).
+    import ridecoop.models  # noqa: F401
+
     after_publish(ride_events_published)
     engine = create_engine(settings.database)
     redis = create_redis(settings.redis)
