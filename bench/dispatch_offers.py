@@ -559,8 +559,8 @@ async def run(url: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
                     "commit_ms": round(
                         max(r.committed_at - r.matched_at for r in report.regions) * 1000, 1
                     ),
-                    "announce_ms": round(
-                        max(r.announced_at - r.matched_at for r in report.regions) * 1000, 1
+                    "pushed_ms": round(
+                        max(r.pushed_at - r.matched_at for r in report.regions) * 1000, 1
                     ),
                     "regions": len(report.regions),
                     "requests": sum(r.requests for r in report.regions),

@@ -14,7 +14,7 @@ A window (``Dispatcher.run_window``), for the regions this process holds:
    live offer or a ride under way; ``dispatch.matching.match`` decides; every decision
    with a candidate is stored with each candidate's costs (``match_decisions``); the
    chosen pairs become offers.
-3. After the commit: offers are put in the live state and pushed to their drivers;
+3. After the commit: offers are pushed to their drivers, then put in the live state;
    requests that waited ``no_driver_timeout_s`` become ``no_driver_found`` through the
    ride flows, which release the card hold, and the rider is told by the ride's event.
 
@@ -50,7 +50,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -69,7 +69,7 @@ from dispatch.matching import (
     match,
 )
 from dispatch.models import MatchDecision
-from dispatch.offers import MadeOffer, OfferService, PlannedOffer, announce, forget
+from dispatch.offers import MadeOffer, OfferService, PlannedOffer, forget, push, remember
 from dispatch.regions import regions_near
 from dispatch.repository import FairnessRepository, MatchDecisionRepository, OfferRepository
 from dispatch.schemas import OfferRead, RideRead
@@ -98,6 +98,7 @@ NEAREST_QUERY_WORTH_DRIVERS = 25
 MAX_REQUESTS_PER_REGION = 5_000
 # Drivers asked for per request beyond k: some nearby may hold another offer.
 NEAREST_SPARE = 10
+NEAREST_IN_FLIGHT = 8
 # Candidates' figures are stored rounded: millimetres and milliseconds say nothing more.
 _DECIMALS = 3
 
@@ -123,10 +124,10 @@ class RegionReport:
     timed_out: tuple[uuid.UUID, ...]
     match_s: float
     # time.perf_counter() when the matcher returned, when the region's transaction had
-    # committed, and when every offer had been pushed.
+    # committed, and when every offer had been pushed to its driver.
     matched_at: float
     committed_at: float
-    announced_at: float
+    pushed_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,11 +149,6 @@ class WindowReport:
         return [offer for region in self.regions for offer in region.expired]
 
 
-@dataclass
-class _Leases:
-    owned: set[str] = field(default_factory=set)
-
-
 class Dispatcher:
     def __init__(
         self,
@@ -169,6 +165,7 @@ class Dispatcher:
         fairness_weight: FairnessWeight | None = None,
         eta: EtaModel | None = None,
         max_requests_per_region: int = MAX_REQUESTS_PER_REGION,
+        nearest_query_worth_drivers: float = NEAREST_QUERY_WORTH_DRIVERS,
     ) -> None:
         if policy not in ("batched", "greedy"):
             raise ValueError(f"unknown policy {policy!r}")
@@ -189,12 +186,10 @@ class Dispatcher:
         self.fairness_weight = fairness_weight
         self.eta = eta
         self.max_requests_per_region = max_requests_per_region
-        self._leases = _Leases()
+        self.nearest_query_worth_drivers = nearest_query_worth_drivers
+        # The regions whose lease this dispatcher holds.
+        self._owned: set[str] = set()
         self._stop = asyncio.Event()
-
-    @property
-    def owned(self) -> frozenset[str]:
-        return frozenset(self._leases.owned)
 
     # The loop.
 
@@ -241,14 +236,18 @@ class Dispatcher:
         acquired, released = await self._claim(open_regions, dispatchers)
         params = await self._params(now)
         reports: list[RegionReport] = []
-        for region in sorted(self._leases.owned):
-            reports.append(await self._match_region(region, now, params))
+        for region in sorted(self._owned):
+            try:
+                reports.append(await self._match_region(region, now, params))
+            except Exception:
+                # One region's failure (its transaction rolled back) leaves the others'.
+                log.exception("region_window_failed", region=region, owner=self.owner_id)
         ended: list[uuid.UUID] = []
         for report in reports:
             ended.extend(await self._no_driver_found(report.timed_out))
         return WindowReport(
             at=now,
-            owned=tuple(sorted(self._leases.owned)),
+            owned=tuple(sorted(self._owned)),
             acquired=tuple(sorted(acquired)),
             released=tuple(sorted(released)),
             regions=tuple(reports),
@@ -259,10 +258,10 @@ class Dispatcher:
     async def release_all(self) -> None:
         """Gives every region back and leaves the set of dispatchers, so the others take
         over at once instead of after the lease's TTL."""
-        for region in sorted(self._leases.owned):
+        for region in sorted(self._owned):
             with contextlib.suppress(Exception):
                 await self.live.release_lease(region, self.owner_id)
-        self._leases.owned.clear()
+        self._owned.clear()
         with contextlib.suppress(Exception):
             await self.redis.zrem(DISPATCHERS_KEY, self.owner_id)
 
@@ -286,7 +285,7 @@ class Dispatcher:
         wanted = set(open_regions)
         acquired: set[str] = set()
         released: set[str] = set()
-        held = self._leases.owned
+        held = self._owned
         for region in sorted(held):
             if region not in wanted:
                 # Nothing to match: let whoever sees new requests there first take it.
@@ -343,8 +342,9 @@ class Dispatcher:
             planned = await self._store_decisions(session, region, result, params)
             made = await offers.create(planned, now, details)
         committed_at = time.perf_counter()
-        await announce(self.live, made)
-        announced_at = time.perf_counter()
+        await push(self.live, made)
+        pushed_at = time.perf_counter()
+        await remember(self.live, made)
         await publish_events(self.redis, events.drain())
         await forget(self.live, expired)
         return RegionReport(
@@ -359,7 +359,7 @@ class Dispatcher:
             match_s=matched_at - match_started,
             matched_at=matched_at,
             committed_at=committed_at,
-            announced_at=announced_at,
+            pushed_at=pushed_at,
         )
 
     async def _requests(
@@ -389,7 +389,7 @@ class Dispatcher:
             for region in regions:
                 pipe.zcard(geo_key(region))
             scanned = sum(int(count) for count in await pipe.execute())
-        if len(requests) * NEAREST_QUERY_WORTH_DRIVERS < scanned:
+        if len(requests) * self.nearest_query_worth_drivers < scanned:
             found = await self._nearest(requests, reach, now, params)
         else:
             found = {}
@@ -411,17 +411,23 @@ class Dispatcher:
         params: MatchingParams,
     ) -> dict[uuid.UUID, LiveDriver]:
         ids: set[uuid.UUID] = set()
-        for request, regions in zip(requests, reach, strict=True):
-            waited = max(0.0, (now - request.requested_at).total_seconds())
-            nearby = await self.live.nearest_available(
-                regions,
-                request.lat,
-                request.lng,
-                radius_m=max(1.0, params.radius_m(waited)),
-                k=params.k + len(request.excluded_driver_ids) + NEAREST_SPARE,
-                now=now,
-            )
-            ids.update(driver.driver_id for driver in nearby)
+        pending = iter(zip(requests, reach, strict=True))
+
+        async def ask() -> None:
+            for request, regions in pending:
+                waited = max(0.0, (now - request.requested_at).total_seconds())
+                nearby = await self.live.nearest_available(
+                    regions,
+                    request.lat,
+                    request.lng,
+                    radius_m=max(1.0, params.radius_m(waited)),
+                    k=params.k + len(request.excluded_driver_ids) + NEAREST_SPARE,
+                    now=now,
+                )
+                ids.update(driver.driver_id for driver in nearby)
+
+        # A few queries in flight hide the round trips; Redis runs them one at a time.
+        await asyncio.gather(*(ask() for _ in range(NEAREST_IN_FLIGHT)))
         positions = await self.live.positions(ids)
         return {
             driver_id: driver

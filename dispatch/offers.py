@@ -59,8 +59,8 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 OFFER_FRAME = "offer"
-# Redis round trips in flight at once while announcing a window's offers: enough to hide
-# the loopback's latency, few enough not to open a connection per offer.
+# Redis calls in flight at once when a window's offers enter or leave the live state:
+# enough to hide the round trips, few enough not to open a connection per offer.
 ANNOUNCE_CONCURRENCY = 16
 
 
@@ -129,10 +129,12 @@ class OfferService:
         now: datetime,
         details: Mapping[uuid.UUID, OfferDetails] | None = None,
     ) -> list[MadeOffer]:
-        """Makes the planned offers, expiring ``offer_ttl_s`` after ``now``. A ride or a
-        driver that already holds a live offer gets none (the unique indexes refuse it):
-        the result lists only the offers made. ``details`` (from :meth:`details`, read
-        before matching so that it does not delay the offers) is read here if missing."""
+        """Makes the planned offers, expiring ``offer_ttl_s`` after ``now``, and returns
+        those made: a ride or a driver that already holds a live offer gets none, nor a
+        ride that left matching or excludes the driver since the window read it, nor a
+        driver who took a ride meanwhile (``OfferRepository.insert_live``). ``details``
+        (from :meth:`details`, read before matching so that it does not delay the
+        offers) is read here if missing."""
         expires_at = self.live.offer_expiry(now)
         rows = [
             Offer(
@@ -231,15 +233,13 @@ def _without_pin(ride: RideRead) -> RideRead:
 # After the commit.
 
 
-async def announce(live: LiveState, made: Sequence[MadeOffer]) -> None:
-    """Pushes committed offers to their drivers, then puts them in the live state.
-
-    The pushes of a window go in two pipelined round trips: every frame into its
-    driver's outbox (as ``LiveState.push_to_driver`` does one), then every nudge with
-    its message id (as :func:`deliver` does one), so the last driver of a large window
-    hears of the offer milliseconds after the first. A push that fails is logged: the
-    offer stands, and the driver's app finds it in its outbox on reconnect or lets it
-    expire."""
+async def push(live: LiveState, made: Sequence[MadeOffer]) -> None:
+    """Pushes committed offers to their drivers in two pipelined round trips: every frame
+    into its driver's outbox (as ``LiveState.push_to_driver`` does one), then every
+    nudge with its message id (as :func:`deliver` does one), so the last driver of a
+    large window hears of the offer milliseconds after the first. A push that fails is
+    logged: the offer stands, and the driver's app finds it in its outbox on reconnect
+    or lets it expire."""
     if not made:
         return
     frames = [(offer.offer.driver_id, offer.frame()) for offer in made]
@@ -251,6 +251,10 @@ async def announce(live: LiveState, made: Sequence[MadeOffer]) -> None:
             await pipe.execute()
     except Exception:
         log.exception("offer_push_failed", offers=len(made))
+
+
+async def remember(live: LiveState, made: Sequence[MadeOffer]) -> None:
+    """Puts committed offers in the live state, with their TTL."""
 
     async def put(offer: OfferRead) -> None:
         try:

@@ -5,6 +5,7 @@ and the decisions kept for transparency."""
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dispatch.dispatcher import (
     DISPATCHERS_KEY,
+    NEAREST_QUERY_WORTH_DRIVERS,
     Dispatcher,
     WindowReport,
     governed_fairness_weight,
@@ -96,6 +98,7 @@ def make_dispatcher(
         owner: str = "dispatcher-a",
         policy: Policy = "batched",
         params: MatchingParams | None = None,
+        nearest_query_worth_drivers: float = NEAREST_QUERY_WORTH_DRIVERS,
     ) -> Dispatcher:
         return Dispatcher(
             sessionmaker,
@@ -105,6 +108,7 @@ def make_dispatcher(
             owner,
             no_driver=ride_flows,
             policy=policy,
+            nearest_query_worth_drivers=nearest_query_worth_drivers,
         )
 
     return make
@@ -168,14 +172,24 @@ async def later(clock: FrozenClock, seconds: float) -> datetime:
 # Who gets the offer.
 
 
+# Drivers found by one query per request (0: always) or by scanning the regions (inf);
+# a query stops at the radius, a scan takes every driver of the regions it reaches.
+@pytest.mark.parametrize(
+    ("query_worth", "considered"), [(0.0, 2), (math.inf, 3)], ids=["nearest", "scan"]
+)
 async def test_a_window_offers_each_ride_its_nearest_driver(
     session: AsyncSession,
     clock: FrozenClock,
     live: LiveState,
     redis_client: Redis,
     settings: Settings,
-    dispatcher: Dispatcher,
+    make_dispatcher: Any,
+    query_worth: float,
+    considered: int,
 ) -> None:
+    dispatcher = make_dispatcher(nearest_query_worth_drivers=query_worth)
+    # Beyond every request's radius: never a candidate.
+    await online(session, clock, live, settings, north_of(TIMES_SQUARE, 7_000))
     north_ride = await ride_at(
         session, clock, redis_client, settings, north_of(TIMES_SQUARE, 2_000)
     )
@@ -184,6 +198,7 @@ async def test_a_window_offers_each_ride_its_nearest_driver(
     near_south = await online(session, clock, live, settings, north_of(TIMES_SQUARE, -150))
     report = await dispatcher.run_window(clock.now())
     assert report.owned == (TIMES_SQUARE_REGION,)
+    assert report.regions[0].drivers == considered
     assert offered(report) == {north_ride.id: near_north, south_ride.id: near_south}
 
 
