@@ -57,7 +57,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,7 +71,6 @@ from accounts.passwords import Passwords
 from accounts.service import AccountService
 from accounts.tokens import issue_access_token
 from api.app import create_app
-from api.routes import driver_ws
 from bench.dispatch_live import NYC_TRIPS, measure_raw_geoadd, scatter, trip_origins
 from bench.harness import machine, merge_results, now_iso, progress, scratch_database
 from dispatch.channel import LocationFrame
@@ -96,22 +95,8 @@ TICK_S = 0.005
 
 
 def app_factory() -> FastAPI:
-    """The app uvicorn serves: ``create_app()``, with the driver channel wired the way
-    the lifespan must wire it when ``api/app.py`` does not do so yet."""
-    app = create_app()
-    if any(getattr(route, "path", None) == "/v1/drivers/ws" for route in app.routes):
-        return app
-    app.include_router(driver_ws.router)
-    opened = app.router.lifespan_context
-
-    @contextlib.asynccontextmanager
-    async def lifespan(served: FastAPI) -> AsyncIterator[None]:
-        async with opened(served), driver_ws.driver_channels(served.state.resources) as channels:
-            served.state.driver_channels = channels
-            yield
-
-    app.router.lifespan_context = lifespan
-    return app
+    """The app uvicorn serves: the api exactly as deployed."""
+    return create_app()
 
 
 # Preparing drivers.

@@ -112,8 +112,6 @@ def api_app() -> FastAPI:
         first, second, _ = gc.get_threshold()
         gc.set_threshold(first, second, int(threshold))
     app = create_app(settings)
-    if not any(getattr(route, "path", None) == "/v1/drivers/ws" for route in app.routes):
-        app.include_router(driver_ws.router)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

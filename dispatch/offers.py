@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dispatch.errors import OfferExpired, OfferNotFound, OfferNotYours, RideNotFound
-from dispatch.live import LiveState, LiveTrip, outbox_key
+from dispatch.live import LiveState, LiveTrip
 from dispatch.models import Offer
 from dispatch.repository import OFFERED, OfferDetails, OfferRepository
 from dispatch.schemas import OfferAcceptance, OfferRead, RideRead
@@ -244,7 +244,7 @@ async def push(live: LiveState, made: Sequence[MadeOffer]) -> None:
         return
     frames = [(offer.offer.driver_id, offer.frame()) for offer in made]
     try:
-        message_ids = await _push_all(live, frames)
+        message_ids = await live.push_to_drivers(frames)
         async with live.redis.pipeline(transaction=False) as pipe:
             for (driver_id, frame), message_id in zip(frames, message_ids, strict=True):
                 pipe.publish(user_channel(driver_id), _json({**frame, "message_id": message_id}))
@@ -263,20 +263,6 @@ async def remember(live: LiveState, made: Sequence[MadeOffer]) -> None:
             log.exception("offer_live_state_failed", offer_id=str(offer.id))
 
     await _bounded(put(offer.offer) for offer in made)
-
-
-async def _push_all(
-    live: LiveState, frames: Sequence[tuple[uuid.UUID, dict[str, Any]]]
-) -> list[str]:
-    # LiveState.push_to_driver for many drivers in one round trip, with its bounds.
-    retention_ms = max(1, round(live.outbox_retention_s * 1000))
-    async with live.redis.pipeline(transaction=False) as pipe:
-        for driver_id, frame in frames:
-            key = outbox_key(driver_id)
-            pipe.xadd(key, {"body": _json(frame)}, maxlen=live.outbox_max_len, approximate=False)
-            pipe.pexpire(key, retention_ms)
-        replies = await pipe.execute()
-    return [str(message_id) for message_id in replies[::2]]
 
 
 def _json(message: Mapping[str, Any]) -> str:

@@ -8,12 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.app import create_app
-from api.routes import dispatch_transparency
 from api.state import Resources
 from dispatch.dispatcher import Dispatcher, WindowReport, matching_params
 from dispatch.flows import RideFlows
@@ -39,14 +36,6 @@ def problem_type(response: httpx.Response) -> str:
     assert response.headers["content-type"] == "application/problem+json"
     slug: str = response.json()["type"].rsplit("/", 1)[-1]
     return slug
-
-
-@pytest.fixture
-def app(settings: Settings, resources: Resources) -> FastAPI:
-    app = create_app(settings, resources=resources)
-    if not any(getattr(r, "path", "").startswith("/v1/drivers/me/decisions") for r in app.routes):
-        app.include_router(dispatch_transparency.router)
-    return app
 
 
 @pytest.fixture

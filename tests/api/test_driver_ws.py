@@ -22,7 +22,6 @@ from websockets.exceptions import InvalidStatus
 
 from accounts.models import Role
 from api.app import create_app
-from api.routes import driver_ws
 from api.state import Resources
 from dispatch.channel import DriverChannels, sync_trip
 from dispatch.live import LiveState, driver_key, geo_key
@@ -59,8 +58,6 @@ async def driver_channels(resources: Resources) -> AsyncIterator[DriverChannels]
 @pytest.fixture
 def app(settings: Settings, resources: Resources, driver_channels: DriverChannels) -> FastAPI:
     app = create_app(settings, resources=resources)
-    if not any(getattr(route, "path", None) == "/v1/drivers/ws" for route in app.routes):
-        app.include_router(driver_ws.router)
     app.state.driver_channels = driver_channels
     return app
 
