@@ -160,8 +160,9 @@ async def websocket_principal(websocket: WebSocket) -> Principal:
 
 
 def get_payment_flows(resources: ResourcesDep) -> PaymentFlows:
-    # Flows open their own transactions: a Stripe call never runs inside one.
-    return PaymentFlows(resources.sessionmaker, resources.gateway, resources.clock)
+    # Flows open their own transactions: a Stripe call never runs inside one. One for the
+    # process: concurrent completions are settled together (PaymentFlows.settle_ride).
+    return resources.payments
 
 
 Flows = Annotated[PaymentFlows, Depends(get_payment_flows)]

@@ -10,14 +10,20 @@ first.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
+from functools import partial
+from typing import TypeVar, cast
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from infra.batching import Coalescer
 from infra.clock import Clock
 from infra.db import transaction
+from infra.errors import DomainError
 from infra.logging import get_logger
 from payments.errors import (
     CardAuthenticationRequired,
@@ -27,6 +33,7 @@ from payments.errors import (
     PaymentProviderUnavailable,
     PaymentRequestRejected,
     PayoutAccountMissing,
+    RidePaymentNotFound,
     RidePaymentStateConflict,
 )
 from payments.ledger import Clawback
@@ -55,6 +62,15 @@ from payments.stripe_gateway import GatewayProtocol
 
 log = get_logger(__name__)
 S = RidePaymentStatus
+# Rides settled together at most, and batches of them running at once (see settle_rides).
+SETTLE_BATCH = 200
+SETTLE_BATCHES_AT_ONCE = 2
+# How long a batch that is not full waits for more rides to join it.
+SETTLE_LINGER_S = 0.005
+# Calls to Stripe one batch makes side by side.
+STRIPE_CALLS_AT_ONCE = 16
+T = TypeVar("T")
+R = TypeVar("R")
 # Headroom held on the card above the upfront price, so a metered fare within the
 # deviation tolerance (and some waiting) is still covered by the hold.
 DEFAULT_HOLD_HEADROOM = Decimal("0.25")
@@ -75,10 +91,23 @@ class PaymentFlows:
         sessionmaker: async_sessionmaker[AsyncSession],
         gateway: GatewayProtocol,
         clock: Clock,
+        *,
+        settle_batches_at_once: int = SETTLE_BATCHES_AT_ONCE,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.gateway = gateway
         self.clock = clock
+        self._settlements: Coalescer[Settlement, RidePaymentRead] = Coalescer(
+            self.settle_rides,
+            max_batch=SETTLE_BATCH,
+            max_running=settle_batches_at_once,
+            linger_s=SETTLE_LINGER_S,
+        )
+
+    @property
+    def settlement_batches(self) -> tuple[int, int]:
+        """How many batches ``settle_ride`` calls were settled in, and how many rides."""
+        return self._settlements.batches, self._settlements.items
 
     # Cards.
 
@@ -198,40 +227,105 @@ class PaymentFlows:
     ) -> RidePaymentRead:
         """Captures the final fare (up to the hold; the rest becomes the rider's debt),
         records it in the ledger, and transfers the driver's share. A failed capture
-        completes the ride all the same, as the rider's debt."""
-        async with transaction(self.sessionmaker) as session:
-            await PaymentService(session, self.clock).open_capture(ride_id, driver_id, fare, split)
-        return await self._capture(ride_id)
+        completes the ride all the same, as the rider's debt. Concurrent calls are settled
+        together (see ``settle_rides``); each waits for its own ride's outcome."""
+        return await self._settlements.submit((ride_id, driver_id, fare, split))
+
+    async def settle_rides(self, rides: Sequence[Settlement]) -> list[RidePaymentRead | Exception]:
+        """Settles many rides (ride, driver, final fare, split) as ``settle_ride`` settles
+        one, in a handful of transactions whatever their number: one prices them all and
+        records their capture calls, the captures go to Stripe side by side, one records
+        every capture in the ledger, one records the drivers' transfer calls, the transfers
+        go side by side, one records them. A ride refused by one of those transactions (a
+        conflict) is taken out and recorded alone, so it costs the others nothing. Answers
+        each ride's payment, or what went wrong with it, in order."""
+        opened, errors = await self._in_batches(rides, PaymentService.open_captures)
+        outcomes = await self._capture_many(opened)
+        return [
+            error if error is not None else outcomes[ride_id]
+            for (ride_id, *_), error in zip(rides, errors, strict=True)
+        ]
 
     async def _capture(self, ride_id: uuid.UUID) -> RidePaymentRead:
+        return _one(await self._capture_many([ride_id]), ride_id)
+
+    async def _capture_many(
+        self, ride_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, RidePaymentRead | Exception]:
+        """Captures each payment's recorded fare or fee (those being captured), records
+        what Stripe answered, and pays the drivers of those captured."""
+        outcomes: dict[uuid.UUID, RidePaymentRead | Exception] = {}
+        plan: list[tuple[RidePayment, Money]] = []
         async with transaction(self.sessionmaker) as session:
             service = PaymentService(session, self.clock)
-            payment = await service.get(ride_id)
-            amount = service.capture_amount(payment) if payment.split else None
-        if payment.status not in (S.capturing, S.cancelling) or amount is None:
-            return RidePaymentRead.model_validate(payment)
-        assert payment.payment_intent_id is not None
-        key = capture_key(ride_id)
-        is_fee = payment.status == S.cancelling
-        try:
-            intent = await self.gateway.capture(
-                payment_intent_id=payment.payment_intent_id, amount=amount, idempotency_key=key
-            )
-        except (CardDeclined, CardAuthenticationRequired, PaymentRequestRejected) as failed:
-            code = getattr(failed, "decline_code", None) or failed.type
-            if is_fee:
+            payments = await service.get_many(ride_ids)
+            for ride_id in dict.fromkeys(ride_ids):
+                payment = payments.get(ride_id)
+                if payment is None:
+                    outcomes[ride_id] = RidePaymentNotFound()
+                elif payment.status not in (S.capturing, S.cancelling) or payment.split is None:
+                    outcomes[ride_id] = RidePaymentRead.model_validate(payment)
+                else:
+                    plan.append((payment, service.capture_amount(payment)))
+        answers = await self._call_stripe(
+            [
+                partial(
+                    self.gateway.capture,
+                    payment_intent_id=str(payment.payment_intent_id),
+                    amount=amount,
+                    idempotency_key=capture_key(payment.ride_id),
+                )
+                for payment, amount in plan
+            ]
+        )
+        captured: list[tuple[uuid.UUID, str]] = []
+        alone: list[tuple[uuid.UUID, Callable[[PaymentService], Awaitable[object]]]] = []
+        paid: list[uuid.UUID] = []
+        for (payment, _), answer in zip(plan, answers, strict=True):
+            ride_id, is_fee = payment.ride_id, payment.status == S.cancelling
+            key = capture_key(ride_id)
+            if isinstance(
+                answer, (CardDeclined, CardAuthenticationRequired, PaymentRequestRejected)
+            ):
+                code = getattr(answer, "decline_code", None) or answer.type
                 # An uncollectable cancellation fee is written off, not chased as debt.
-                return await self._record(ride_id, lambda s: s.cancelled(ride_id))
-            return await self._record(ride_id, lambda s: s.capture_failed(ride_id, code))
-        except PaymentProviderUnavailable as down:
-            return await self._retry_later(ride_id, key, down)
-        charge_id = intent.latest_charge_id
-        assert charge_id is not None
-        if is_fee:
-            await self._record(ride_id, lambda s: s.fee_captured(ride_id, charge_id))
-        else:
-            await self._record(ride_id, lambda s: s.captured(ride_id, charge_id))
-        return await self.pay_driver(ride_id)
+                alone.append(
+                    (ride_id, partial(_cancelled, ride_id=ride_id))
+                    if is_fee
+                    else (ride_id, partial(_capture_failed, ride_id=ride_id, code=code))
+                )
+            elif isinstance(answer, PaymentProviderUnavailable):
+                log.warning(
+                    "stripe_call_deferred", ride_id=str(ride_id), key=key, error=str(answer)
+                )
+                alone.append((ride_id, partial(_defer, ride_id=ride_id, key=key, error=answer)))
+            elif isinstance(answer, Exception):
+                outcomes[ride_id] = answer
+            else:
+                charge_id = answer.latest_charge_id
+                assert charge_id is not None
+                if is_fee:
+                    alone.append(
+                        (ride_id, partial(_fee_captured, ride_id=ride_id, charge_id=charge_id))
+                    )
+                    paid.append(ride_id)
+                else:
+                    captured.append((ride_id, charge_id))
+        _, errors = await self._in_batches(captured, PaymentService.captured_many)
+        for (ride_id, _), error in zip(captured, errors, strict=True):
+            if error is not None:
+                outcomes[ride_id] = error
+            else:
+                paid.append(ride_id)
+        for ride_id, fact in alone:
+            try:
+                outcomes[ride_id] = await self._record(ride_id, fact)
+            except Exception as error:
+                outcomes[ride_id] = error
+                if ride_id in paid:
+                    paid.remove(ride_id)
+        outcomes.update(await self.pay_drivers(paid))
+        return outcomes
 
     # Cancellation.
 
@@ -299,37 +393,62 @@ class PaymentFlows:
     async def pay_driver(self, ride_id: uuid.UUID) -> RidePaymentRead:
         """Transfers the driver's share (less any claw-back they owe) to their connected
         account, from this ride's charge; waits if they cannot receive money yet."""
+        return _one(await self.pay_drivers([ride_id]), ride_id)
+
+    async def pay_drivers(
+        self, ride_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, RidePaymentRead | Exception]:
+        """``pay_driver`` for many rides: their transfer calls recorded in one transaction,
+        the transfers made side by side, what Stripe answered recorded in one more; then
+        any tip charged and not yet transferred."""
+        outcomes: dict[uuid.UUID, RidePaymentRead | Exception] = {}
+        if not ride_ids:
+            return outcomes
+        orders, errors = await self._in_batches(ride_ids, PaymentService.transfer_orders)
+        outcomes.update(
+            {ride_id: error for ride_id, error in zip(ride_ids, errors, strict=True) if error}
+        )
+        answers = await self._call_stripe(
+            [
+                partial(
+                    self.gateway.create_transfer,
+                    amount=order.amount,
+                    destination_account_id=order.destination_account_id,
+                    source_charge_id=order.source_charge_id,
+                    metadata=_metadata(order.ride_id, "fare"),
+                    idempotency_key=transfer_key(order.ride_id),
+                )
+                for order in orders
+            ]
+        )
+        made: list[tuple[uuid.UUID, str, Money]] = []
+        for order, answer in zip(orders, answers, strict=True):
+            if isinstance(answer, (PaymentProviderUnavailable, PaymentRequestRejected)):
+                try:
+                    await self._retry_later(order.ride_id, transfer_key(order.ride_id), answer)
+                except Exception as error:
+                    outcomes[order.ride_id] = error
+            elif isinstance(answer, Exception):
+                outcomes[order.ride_id] = answer
+            else:
+                made.append((order.ride_id, answer.id, order.amount))
+        _, errors = await self._in_batches(made, PaymentService.transferred_many)
+        outcomes.update(
+            {ride_id: error for (ride_id, _, _), error in zip(made, errors, strict=True) if error}
+        )
+        remaining = [ride_id for ride_id in dict.fromkeys(ride_ids) if ride_id not in outcomes]
         async with transaction(self.sessionmaker) as session:
-            service = PaymentService(session, self.clock)
-            payment = await service.get(ride_id, lock=True)
-            if payment.status not in (S.captured, S.debt_paid, S.fee_captured):
-                return RidePaymentRead.model_validate(payment)
-            account = await service.payout_account(payment.driver_id) if payment.driver_id else None
-            if account is None or not account.payouts_enabled:
-                await service.transfer_waits(ride_id)
-                return RidePaymentRead.model_validate(await service.get(ride_id))
-            amount = await service.offset_driver_debt(payment)
-            if amount.is_zero():
-                await service.transferred_nothing(ride_id)
-                return RidePaymentRead.model_validate(await service.get(ride_id))
-            await service.record_call(
-                transfer_key(ride_id), "transfer", ride_id, {"amount": amount.amount}
-            )
-            destination, charge_id = account.stripe_account_id, payment.charge_id
-        assert charge_id is not None
-        key = transfer_key(ride_id)
-        try:
-            transfer = await self.gateway.create_transfer(
-                amount=amount,
-                destination_account_id=destination,
-                source_charge_id=charge_id,
-                metadata=_metadata(ride_id, "fare"),
-                idempotency_key=key,
-            )
-        except (PaymentProviderUnavailable, PaymentRequestRejected) as failed:
-            return await self._retry_later(ride_id, key, failed)
-        await self._record(ride_id, lambda s: s.transferred(ride_id, transfer.id, amount))
-        return await self._tip_transfer(ride_id)
+            payments = await PaymentService(session, self.clock).get_many(remaining)
+        for ride_id in remaining:
+            payment = payments[ride_id]
+            if payment.tip_charge_id is not None and payment.tip_transfer_id is None:
+                try:
+                    outcomes[ride_id] = await self._tip_transfer(ride_id)
+                except Exception as error:
+                    outcomes[ride_id] = error
+            else:
+                outcomes[ride_id] = RidePaymentRead.model_validate(payment)
+        return outcomes
 
     # Tips.
 
@@ -516,7 +635,8 @@ class PaymentFlows:
         async with transaction(self.sessionmaker) as session:
             paid = await PaymentService(session, self.clock).debt_paid(rider_id, charge_id, debt)
             ride_ids = [p.ride_id for p in paid]
-        return [await self.pay_driver(ride_id) for ride_id in ride_ids]
+        outcomes = await self.pay_drivers(ride_ids)
+        return [_one(outcomes, ride_id) for ride_id in ride_ids]
 
     # Drivers' payout accounts.
 
@@ -622,6 +742,83 @@ class PaymentFlows:
     async def _retry_later(self, ride_id: uuid.UUID, key: str, error: Exception) -> RidePaymentRead:
         log.warning("stripe_call_deferred", ride_id=str(ride_id), key=key, error=str(error))
         return await self._record(ride_id, lambda s: s.retry_later(ride_id, key, str(error)))
+
+    async def _in_batches(
+        self,
+        items: Sequence[T],
+        fact: Callable[[PaymentService, Sequence[T]], Awaitable[Sequence[R]]],
+    ) -> tuple[list[R], list[Exception | None]]:
+        """Records ``fact`` for all ``items`` in one transaction. If the database or a rule
+        refuses it, records each item alone, so one refused item costs the others nothing.
+        Answers what the fact answered and each item's error (None where recorded)."""
+        if not items:
+            return [], []
+        try:
+            async with transaction(self.sessionmaker) as session:
+                return list(await fact(PaymentService(session, self.clock), items)), [None] * len(
+                    items
+                )
+        except (DomainError, DBAPIError) as error:
+            if len(items) == 1:
+                return [], [error]
+            log.info("payments_batch_split", items=len(items), error=str(error))
+        results: list[R] = []
+        errors: list[Exception | None] = []
+        for item in items:
+            try:
+                async with transaction(self.sessionmaker) as session:
+                    results.extend(await fact(PaymentService(session, self.clock), [item]))
+                errors.append(None)
+            except (DomainError, DBAPIError) as error:
+                errors.append(error)
+        return results, errors
+
+    async def _call_stripe(
+        self, calls: Sequence[Callable[[], Awaitable[R]]]
+    ) -> list[R | Exception]:
+        """Makes the calls side by side, at most STRIPE_CALLS_AT_ONCE at a time; answers
+        each call's result or the exception it raised, in order."""
+        limit = asyncio.Semaphore(STRIPE_CALLS_AT_ONCE)
+
+        async def one(call: Callable[[], Awaitable[R]]) -> R:
+            async with limit:
+                return await call()
+
+        answers = await asyncio.gather(*(one(call) for call in calls), return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, BaseException) and not isinstance(answer, Exception):
+                raise answer
+        return cast(list[R | Exception], answers)
+
+
+Settlement = tuple[uuid.UUID, uuid.UUID, Fare, FareSplit]
+
+
+def _one(
+    outcomes: Mapping[uuid.UUID, RidePaymentRead | Exception], ride_id: uuid.UUID
+) -> RidePaymentRead:
+    outcome = outcomes[ride_id]
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+async def _cancelled(service: PaymentService, *, ride_id: uuid.UUID) -> object:
+    return await service.cancelled(ride_id)
+
+
+async def _capture_failed(service: PaymentService, *, ride_id: uuid.UUID, code: str) -> object:
+    return await service.capture_failed(ride_id, code)
+
+
+async def _fee_captured(service: PaymentService, *, ride_id: uuid.UUID, charge_id: str) -> object:
+    return await service.fee_captured(ride_id, charge_id)
+
+
+async def _defer(
+    service: PaymentService, *, ride_id: uuid.UUID, key: str, error: Exception
+) -> object:
+    return await service.retry_later(ride_id, key, str(error))
 
 
 def _account(account: object) -> PayoutAccountRead:

@@ -410,6 +410,30 @@ class LedgerBook:
             balances=balances,
         )
 
+    def record_many(self, drafts: Sequence[TransactionDraft]) -> LedgerBook:
+        """The book with all ``drafts`` recorded at once, as the database records a batch
+        (LedgerService.record_many): keys as ``record`` treats them, a key repeated in the
+        batch recorded once, and balances checked once, after the whole batch. All or
+        nothing: raises as ``record`` does."""
+        fingerprints = dict(self.fingerprints)
+        balances = dict(self.balances)
+        touched: set[AccountRef] = set()
+        for draft in drafts:
+            fingerprint = draft.fingerprint()
+            known = fingerprints.get(draft.idempotency_key)
+            if known == fingerprint:
+                continue
+            if known is not None:
+                raise LedgerIdempotencyConflict(f"key {draft.idempotency_key} holds another one")
+            fingerprints[draft.idempotency_key] = fingerprint
+            for posting in draft.postings:
+                balances[posting.account] = balances.get(posting.account, 0) + posting.amount
+                touched.add(posting.account)
+        for account in touched:
+            if account.rule.non_negative and account.normal(balances[account]).amount < 0:
+                raise LedgerAccountOverdrawn(f"{account.code} would go below zero")
+        return LedgerBook(fingerprints=fingerprints, balances=balances)
+
     def balance(self, account: AccountRef) -> Money:
         return account.normal(self.balances.get(account, 0))
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from infra.clock import Clock
@@ -34,41 +36,85 @@ class LedgerService:
         transaction already recorded, with ``created`` False; the same key with other
         content raises ``LedgerIdempotencyConflict``; a posting that would take a
         non-negative account below zero raises ``LedgerAccountOverdrawn``."""
-        fingerprint = draft.fingerprint()
-        transaction_id = new_id()
+        (recorded,) = await self.record_many([draft])
+        return recorded
+
+    async def record_many(self, drafts: Sequence[TransactionDraft]) -> list[RecordedTransaction]:
+        """Records every draft as ``record`` does, in a few statements whatever their
+        number; answers in the drafts' order. A key repeated in ``drafts`` is recorded
+        once (the repeat answers ``created`` False). All or nothing: a conflict or an
+        overdrawn account raises and records none of them."""
+        unique: dict[str, TransactionDraft] = {}
+        fingerprints: dict[str, str] = {}
+        for draft in drafts:
+            fingerprint = draft.fingerprint()
+            first = unique.setdefault(draft.idempotency_key, draft)
+            known = fingerprints.setdefault(draft.idempotency_key, fingerprint)
+            if first is not draft and known != fingerprint:
+                raise LedgerIdempotencyConflict(
+                    f"{draft.idempotency_key} is asked for twice with different content",
+                    idempotency_key=draft.idempotency_key,
+                )
+        ids = {key: new_id() for key in unique}
         recorded_at = self.clock.now()
-        if await self.repository.insert_transaction(
-            draft, transaction_id=transaction_id, fingerprint=fingerprint, recorded_at=recorded_at
-        ):
-            return RecordedTransaction(
-                id=transaction_id,
-                idempotency_key=draft.idempotency_key,
-                kind=draft.kind,
-                description=draft.description,
-                reference=draft.reference,
+        # One savepoint: a conflict or an overdraft found after the transactions' insert
+        # takes it back too.
+        async with self.repository.session.begin_nested():
+            created = await self.repository.insert_transactions(
+                list(unique.values()),
+                transaction_ids=[ids[key] for key in unique],
+                fingerprints=[fingerprints[key] for key in unique],
                 recorded_at=recorded_at,
-                postings=draft.postings,
-                created=True,
             )
-        existing = await self.repository.transaction_by_key(draft.idempotency_key)
-        # The insert found the key taken, and transactions are never deleted.
-        assert existing is not None
-        if existing.fingerprint != fingerprint:
-            raise LedgerIdempotencyConflict(
-                f"{draft.idempotency_key} already records another {existing.kind} transaction",
-                idempotency_key=draft.idempotency_key,
-                transaction_id=str(existing.id),
+            # The insert found these keys taken, and transactions are never deleted.
+            existing = await self.repository.transactions_by_keys(
+                [key for key in unique if key not in created]
             )
-        return RecordedTransaction(
-            id=existing.id,
-            idempotency_key=existing.idempotency_key,
-            kind=TransactionKind(existing.kind),
-            description=existing.description,
-            reference=existing.reference,
-            recorded_at=existing.recorded_at,
-            postings=await self.repository.postings_of(existing.id),
-            created=False,
-        )
+            for key, row in existing.items():
+                if row.fingerprint != fingerprints[key]:
+                    raise LedgerIdempotencyConflict(
+                        f"{key} already records another {row.kind} transaction",
+                        idempotency_key=key,
+                        transaction_id=str(row.id),
+                    )
+            await self.repository.insert_postings(
+                [unique[key] for key in unique if key in created],
+                [ids[key] for key in unique if key in created],
+            )
+        postings = await self.repository.postings_of_many([row.id for row in existing.values()])
+        answered: set[str] = set()
+        results = []
+        for draft in drafts:
+            key = draft.idempotency_key
+            if key in created:
+                results.append(
+                    RecordedTransaction(
+                        id=ids[key],
+                        idempotency_key=key,
+                        kind=draft.kind,
+                        description=draft.description,
+                        reference=draft.reference,
+                        recorded_at=recorded_at,
+                        postings=draft.postings,
+                        created=key not in answered,
+                    )
+                )
+            else:
+                row = existing[key]
+                results.append(
+                    RecordedTransaction(
+                        id=row.id,
+                        idempotency_key=key,
+                        kind=TransactionKind(row.kind),
+                        description=row.description,
+                        reference=row.reference,
+                        recorded_at=row.recorded_at,
+                        postings=postings[row.id],
+                        created=False,
+                    )
+                )
+            answered.add(key)
+        return results
 
     async def has(self, idempotency_key: str) -> bool:
         """Whether a transaction with this key is recorded (webhooks use it to record a
@@ -78,6 +124,11 @@ class LedgerService:
     async def balance(self, account: AccountRef) -> Money:
         """The account's balance in its normal direction; zero for an account never used."""
         return account.normal(await self.repository.signed_balance(account))
+
+    async def balances_of(self, accounts: Iterable[AccountRef]) -> dict[AccountRef, Money]:
+        """Each account's balance in its normal direction; zero for an account never used."""
+        signed = await self.repository.signed_balances_of(accounts)
+        return {account: account.normal(amount) for account, amount in signed.items()}
 
     async def balances(
         self, kind: AccountKind, currency: str | None = None

@@ -4,22 +4,22 @@ import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     BigInteger,
     Select,
     String,
+    Table,
     any_,
     bindparam,
     case,
     func,
     select,
     text,
-    tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -65,58 +65,99 @@ class LedgerRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def insert_transaction(
+    async def insert_transactions(
         self,
-        draft: TransactionDraft,
+        drafts: Sequence[TransactionDraft],
         *,
-        transaction_id: uuid.UUID,
-        fingerprint: str,
+        transaction_ids: Sequence[uuid.UUID],
+        fingerprints: Sequence[str],
         recorded_at: datetime,
-    ) -> bool:
-        """Inserts the transaction and its postings, creating missing accounts; False if
-        the idempotency key is already taken (by a committed transaction: a concurrent
-        insert of the same key waits for the other to commit or roll back first).
+    ) -> set[str]:
+        """Inserts the transactions (without postings: ``insert_postings`` adds them) of
+        the drafts whose idempotency key is not taken yet, in one statement; answers the
+        keys it inserted. A concurrent insert of the same key waits for the other to
+        commit or roll back first. Keys must be distinct."""
+        inserted = await self.session.execute(
+            text(_INSERT_TRANSACTIONS),
+            {
+                "ids": list(transaction_ids),
+                "keys": [d.idempotency_key for d in drafts],
+                "kinds": [d.kind.value for d in drafts],
+                "descriptions": [d.description for d in drafts],
+                "references": [d.reference for d in drafts],
+                "fingerprints": list(fingerprints),
+                "recorded_at": recorded_at,
+            },
+        )
+        return set(inserted.scalars())
+
+    async def insert_postings(
+        self, drafts: Sequence[TransactionDraft], transaction_ids: Sequence[uuid.UUID]
+    ) -> None:
+        """Inserts the drafts' postings under their transactions, creating missing
+        accounts. One statement whatever their number: the balance trigger runs once, so
+        each account is locked and updated once and checked against going negative after
+        all of them.
 
         Raises ``LedgerAccountOverdrawn`` when the database refuses a balance below zero;
-        the session stays usable, since all of it runs in a savepoint."""
+        the session stays usable, since it runs in a savepoint."""
+        if not drafts:
+            return
         try:
             async with self.session.begin_nested():
-                account_ids = await self._account_ids({p.account for p in draft.postings})
-                inserted = await self.session.execute(
-                    insert(LedgerTransaction)
-                    .values(
-                        id=transaction_id,
-                        idempotency_key=draft.idempotency_key,
-                        kind=draft.kind.value,
-                        description=draft.description,
-                        reference=draft.reference,
-                        fingerprint=fingerprint,
-                        recorded_at=recorded_at,
-                    )
-                    .on_conflict_do_nothing(index_elements=[LedgerTransaction.idempotency_key])
-                    .returning(LedgerTransaction.id)
+                account_ids = await self._account_ids(
+                    {p.account for draft in drafts for p in draft.postings}
                 )
-                if inserted.scalar_one_or_none() is None:
-                    return False
-                # One statement: the balance trigger runs once and sees the whole transaction.
+                rows = [
+                    (transaction_id, account_ids[p.account], p.currency, p.amount)
+                    for draft, transaction_id in zip(drafts, transaction_ids, strict=True)
+                    for p in draft.postings
+                ]
                 await self.session.execute(
-                    insert(LedgerPosting).values(
-                        [
-                            {
-                                "transaction_id": transaction_id,
-                                "account_id": account_ids[p.account],
-                                "currency": p.currency,
-                                "amount": p.amount,
-                            }
-                            for p in draft.postings
-                        ]
-                    )
+                    text(_INSERT_POSTINGS),
+                    {
+                        "transaction_ids": [row[0] for row in rows],
+                        "account_ids": [row[1] for row in rows],
+                        "currencies": [row[2] for row in rows],
+                        "amounts": [row[3] for row in rows],
+                    },
                 )
         except DBAPIError as exc:
             if _constraint_name(exc) == NON_NEGATIVE_CONSTRAINT:
                 raise LedgerAccountOverdrawn(_first_line(exc)) from exc
             raise
-        return True
+
+    async def transactions_by_keys(self, keys: Sequence[str]) -> dict[str, LedgerTransaction]:
+        if not keys:
+            return {}
+        result = await self.session.execute(
+            select(LedgerTransaction).where(LedgerTransaction.idempotency_key.in_(list(keys)))
+        )
+        return {t.idempotency_key: t for t in result.scalars()}
+
+    async def postings_of_many(
+        self, transaction_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, tuple[Posting, ...]]:
+        if not transaction_ids:
+            return {}
+        result = await self.session.execute(
+            select(
+                LedgerPosting.transaction_id,
+                LedgerAccount.kind,
+                LedgerAccount.currency,
+                LedgerAccount.owner_id,
+                LedgerPosting.amount,
+            )
+            .join(LedgerAccount, LedgerAccount.id == LedgerPosting.account_id)
+            .where(LedgerPosting.transaction_id.in_(list(transaction_ids)))
+            .order_by(LedgerPosting.id)
+        )
+        found: dict[uuid.UUID, list[Posting]] = {t: [] for t in transaction_ids}
+        for transaction_id, kind, currency, owner_id, amount in result:
+            found[transaction_id].append(
+                Posting(AccountRef(AccountKind(kind), currency, owner_id), amount)
+            )
+        return {t: tuple(postings) for t, postings in found.items()}
 
     async def transaction_by_key(self, idempotency_key: str) -> LedgerTransaction | None:
         result = await self.session.execute(
@@ -144,6 +185,19 @@ class LedgerRepository:
             )
         )
         return result.scalar_one_or_none() or 0
+
+    async def signed_balances_of(self, accounts: Iterable[AccountRef]) -> dict[AccountRef, int]:
+        """Each account's signed balance; zero for an account never used."""
+        wanted = list(accounts)
+        if not wanted:
+            return {}
+        result = await self.session.execute(
+            select(LedgerAccount.code, LedgerAccount.currency, LedgerAccount.balance_amount).where(
+                _codes_in(wanted)
+            )
+        )
+        found = {(code, currency): balance for code, currency, balance in result}
+        return {a: found.get((a.code, a.currency), 0) for a in wanted}
 
     async def signed_balances(
         self, kind: AccountKind, currency: str | None
@@ -263,14 +317,39 @@ class LedgerRepository:
         )
         result = await self.session.execute(
             select(LedgerAccount.code, LedgerAccount.currency, LedgerAccount.id).where(
-                tuple_(LedgerAccount.code, LedgerAccount.currency).in_(
-                    [(a.code, a.currency) for a in wanted]
-                )
+                _codes_in(wanted)
             )
         )
         ids = {(code, currency): account_id for code, currency, account_id in result}
         return {a: ids[(a.code, a.currency)] for a in wanted}
 
+
+def _codes_in(accounts: Sequence[AccountRef]) -> Any:
+    """The accounts' rows, by their unique (code, currency) index: ``code = ANY(...)``
+    uses the index, a row-value IN list of many pairs would scan the table."""
+    return LedgerAccount.code == any_(
+        bindparam("account_codes", sorted({a.code for a in accounts}), type_=ARRAY(String))
+    )
+
+
+_INSERT_TRANSACTIONS = """
+INSERT INTO ledger_transactions
+       (id, idempotency_key, kind, description, reference, fingerprint, recorded_at)
+SELECT t.id, t.idempotency_key, t.kind, t.description, t.reference, t.fingerprint,
+       :recorded_at
+  FROM unnest(CAST(:ids AS uuid[]), CAST(:keys AS text[]), CAST(:kinds AS text[]),
+              CAST(:descriptions AS text[]), CAST(:references AS text[]),
+              CAST(:fingerprints AS text[]))
+       AS t(id, idempotency_key, kind, description, reference, fingerprint)
+    ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING idempotency_key
+"""
+
+_INSERT_POSTINGS = """
+INSERT INTO ledger_postings (transaction_id, account_id, currency, amount)
+SELECT * FROM unnest(CAST(:transaction_ids AS uuid[]), CAST(:account_ids AS uuid[]),
+                     CAST(:currencies AS text[]), CAST(:amounts AS bigint[]))
+"""
 
 # One statement, so every figure comes from the same snapshot even while others record.
 _VERIFY = """
@@ -434,6 +513,19 @@ class PayoutAccountRepository:
     async def get(self, driver_id: uuid.UUID) -> DriverPayoutAccount | None:
         return await self.session.get(DriverPayoutAccount, driver_id, populate_existing=True)
 
+    async def get_many(
+        self, driver_ids: Iterable[uuid.UUID]
+    ) -> dict[uuid.UUID, DriverPayoutAccount]:
+        wanted = list(set(driver_ids))
+        if not wanted:
+            return {}
+        result = await self.session.execute(
+            select(DriverPayoutAccount)
+            .where(DriverPayoutAccount.driver_id.in_(wanted))
+            .execution_options(populate_existing=True)
+        )
+        return {account.driver_id: account for account in result.scalars()}
+
     async def by_stripe_id(self, stripe_account_id: str) -> DriverPayoutAccount | None:
         result = await self.session.execute(
             select(DriverPayoutAccount).where(
@@ -511,6 +603,30 @@ class RidePaymentRepository:
             query = query.with_for_update()
         result = await self.session.execute(query.execution_options(populate_existing=True))
         return result.scalar_one_or_none()
+
+    async def get_many(
+        self, ride_ids: Iterable[uuid.UUID], *, lock: bool = False
+    ) -> dict[uuid.UUID, RidePayment]:
+        """The rides' payments (those that exist); locked in ride order when ``lock``, so
+        two batches sharing rides queue rather than deadlock."""
+        wanted = sorted(set(ride_ids))
+        if not wanted:
+            return {}
+        query = select(RidePayment).where(RidePayment.ride_id.in_(wanted))
+        if lock:
+            query = query.order_by(RidePayment.ride_id).with_for_update()
+        result = await self.session.execute(query.execution_options(populate_existing=True))
+        return {payment.ride_id: payment for payment in result.scalars()}
+
+    async def update_many(self, changes: Sequence[tuple[uuid.UUID, dict[str, Any]]]) -> None:
+        """Sets each ride's values, by primary key (no compare-and-set: the caller holds
+        the rows' locks and has checked their status); one executemany per set of
+        columns. Objects already loaded are not refreshed: read them again."""
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for ride_id, values in changes:
+            groups.setdefault(tuple(sorted(values)), []).append({"ride_id": ride_id, **values})
+        for rows in groups.values():
+            await self.session.execute(update(RidePayment), rows)
 
     async def by_payment_intent(self, payment_intent_id: str) -> RidePayment | None:
         result = await self.session.execute(
@@ -610,6 +726,28 @@ class StripeCallRepository:
         assert stored is not None
         return stored
 
+    async def record_many(self, calls: Sequence[StripeCall]) -> None:
+        """Records calls before they are made, in one statement; a key already recorded
+        keeps its first record (and request)."""
+        if not calls:
+            return
+        await self.session.execute(
+            insert(StripeCall).on_conflict_do_nothing(index_elements=[StripeCall.idempotency_key]),
+            [
+                {
+                    "idempotency_key": call.idempotency_key,
+                    "operation": call.operation,
+                    "ride_id": call.ride_id,
+                    "request": call.request,
+                    "status": "pending",
+                    "attempts": 0,
+                    "created_at": call.created_at,
+                    "updated_at": call.updated_at,
+                }
+                for call in calls
+            ],
+        )
+
     async def finish(
         self,
         idempotency_key: str,
@@ -619,16 +757,32 @@ class StripeCallRepository:
         error: str | None,
         now: datetime,
     ) -> None:
+        await self.finish_many([(idempotency_key, status, result, error)], now=now)
+
+    async def finish_many(
+        self,
+        answers: Sequence[tuple[str, str, dict[str, Any] | None, str | None]],
+        *,
+        now: datetime,
+    ) -> None:
+        """Records what Stripe answered: (key, status, result, error) for each call."""
+        if not answers:
+            return
+        table = cast(Table, StripeCall.__table__)
         await self.session.execute(
-            update(StripeCall)
-            .where(StripeCall.idempotency_key == idempotency_key)
+            update(table)
+            .where(table.c.idempotency_key == bindparam("key"))
             .values(
-                status=status,
-                result=result,
-                last_error=error,
-                attempts=StripeCall.attempts + 1,
+                status=bindparam("new_status"),
+                result=bindparam("new_result", type_=JSONB(none_as_null=True)),
+                last_error=bindparam("new_error"),
+                attempts=table.c.attempts + 1,
                 updated_at=now,
-            )
+            ),
+            [
+                {"key": key, "new_status": status, "new_result": result, "new_error": error}
+                for key, status, result, error in answers
+            ],
         )
 
     async def get(self, idempotency_key: str) -> StripeCall | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -286,31 +286,54 @@ class PaymentService:
     ) -> RidePayment:
         """Prices the ride and records the capture call. A ride is priced once: asking
         again with the same fare is a no-op, with another fare a conflict."""
-        if split.total != fare.total:
-            raise RidePaymentStateConflict("the split does not add up to the fare")
-        payment = await self.get(ride_id, lock=True)
-        if payment.fare is not None:
-            if payment.fare != fare_json(fare) or payment.driver_id != driver_id:
-                raise RidePaymentStateConflict("this ride was already priced differently")
-            return payment
-        capture = Money(min(fare.total.amount, payment.authorized_amount), fare.currency)
-        updated = await self._advance(
-            ride_id,
-            [S.authorized],
-            {
-                "status": S.capturing.value,
-                "driver_id": driver_id,
-                "fare": fare_json(fare),
-                "split": split_json(split),
-            },
-        )
-        await self.record_call(
-            capture_key(ride_id),
-            "capture",
-            ride_id,
-            {"payment_intent_id": payment.payment_intent_id, "amount": capture.amount},
-        )
-        return updated
+        await self.open_captures([(ride_id, driver_id, fare, split)])
+        return await self.get(ride_id)
+
+    async def open_captures(
+        self, rides: Sequence[tuple[uuid.UUID, uuid.UUID, Fare, FareSplit]]
+    ) -> list[uuid.UUID]:
+        """``open_capture`` for many rides (ride, driver, fare, split) in a few statements;
+        answers the rides. All or nothing: one conflict raises."""
+        payments = await self._locked([ride_id for ride_id, *_ in rides])
+        priced: dict[uuid.UUID, tuple[dict[str, Any], uuid.UUID | None]] = {
+            p.ride_id: (p.fare, p.driver_id) for p in payments.values() if p.fare is not None
+        }
+        moves: list[_Move] = []
+        calls = []
+        for ride_id, driver_id, fare, split in rides:
+            if split.total != fare.total:
+                raise RidePaymentStateConflict("the split does not add up to the fare")
+            payment = payments[ride_id]
+            fare_values = fare_json(fare)
+            if ride_id in priced:
+                if priced[ride_id] != (fare_values, driver_id):
+                    raise RidePaymentStateConflict("this ride was already priced differently")
+                continue
+            priced[ride_id] = (fare_values, driver_id)
+            capture = Money(min(fare.total.amount, payment.authorized_amount), fare.currency)
+            moves.append(
+                (
+                    payment,
+                    [S.authorized],
+                    {
+                        "status": S.capturing.value,
+                        "driver_id": driver_id,
+                        "fare": fare_values,
+                        "split": split_json(split),
+                    },
+                )
+            )
+            calls.append(
+                self._call(
+                    capture_key(ride_id),
+                    "capture",
+                    ride_id,
+                    {"payment_intent_id": payment.payment_intent_id, "amount": capture.amount},
+                )
+            )
+        await self._advance_many(moves)
+        await self.calls.record_many(calls)
+        return [ride_id for ride_id, *_ in rides]
 
     def capture_amount(self, payment: RidePayment) -> Money:
         split = split_of(payment)
@@ -319,39 +342,56 @@ class PaymentService:
     async def captured(self, ride_id: uuid.UUID, charge_id: str) -> RidePayment:
         """The fare was captured: record it in the ledger (the part above the card's hold
         is the rider's debt) and make the driver's transfer due."""
-        payment = await self.get(ride_id, lock=True)
-        if payment.driver_id is None:
-            raise RideHasNoFare(f"ride {ride_id} has no driver")
-        split = split_of(payment)
-        captured = self.capture_amount(payment)
-        await self.ledger.record(
-            ledger.ride_settlement(
-                ride_id=ride_id,
-                driver_id=payment.driver_id,
-                charge_id=charge_id,
-                driver=split.driver,
-                commission=split.commission,
-                reserve=split.reserve,
-                booking_fee=split.booking_fee,
-                pass_through=split.pass_through,
-                rider_id=payment.rider_id,
-                unpaid=split.total - captured,
-            )
-        )
-        await self.finish_call(capture_key(ride_id), "succeeded", {"charge_id": charge_id})
+        await self.captured_many([(ride_id, charge_id)])
+        return await self.get(ride_id)
+
+    async def captured_many(self, captures: Sequence[tuple[uuid.UUID, str]]) -> list[uuid.UUID]:
+        """``captured`` for many (ride, charge) at once: one ledger insert for all of them;
+        answers the rides. All or nothing: one conflict raises."""
+        payments = await self._locked([ride_id for ride_id, _ in captures])
+        drafts = []
+        moves: list[_Move] = []
         now = self.clock.now()
-        return await self._advance(
-            ride_id,
-            [S.capturing],
-            {
-                "status": S.captured.value,
-                "charge_id": charge_id,
-                "captured_amount": captured.amount,
-                "settled_at": now,
-                "next_attempt_at": now,
-                "attempts": 0,
-            },
+        for ride_id, charge_id in captures:
+            payment = payments[ride_id]
+            if payment.driver_id is None:
+                raise RideHasNoFare(f"ride {ride_id} has no driver")
+            split = split_of(payment)
+            captured = self.capture_amount(payment)
+            drafts.append(
+                ledger.ride_settlement(
+                    ride_id=ride_id,
+                    driver_id=payment.driver_id,
+                    charge_id=charge_id,
+                    driver=split.driver,
+                    commission=split.commission,
+                    reserve=split.reserve,
+                    booking_fee=split.booking_fee,
+                    pass_through=split.pass_through,
+                    rider_id=payment.rider_id,
+                    unpaid=split.total - captured,
+                )
+            )
+            moves.append(
+                (
+                    payment,
+                    [S.capturing],
+                    {
+                        "status": S.captured.value,
+                        "charge_id": charge_id,
+                        "captured_amount": captured.amount,
+                        "settled_at": now,
+                        "next_attempt_at": now,
+                        "attempts": 0,
+                    },
+                )
+            )
+        await self.ledger.record_many(drafts)
+        await self.calls.finish_many(
+            [(capture_key(r), "succeeded", {"charge_id": c}, None) for r, c in captures], now=now
         )
+        await self._advance_many(moves)
+        return [ride_id for ride_id, _ in captures]
 
     async def capture_failed(self, ride_id: uuid.UUID, code: str) -> RidePayment:
         """The card could not pay: the ride is still complete and the driver still owed;
@@ -524,28 +564,103 @@ class PaymentService:
             payment = updated
         return self.transfer_amount(payment)
 
-    async def transferred(self, ride_id: uuid.UUID, transfer_id: str, amount: Money) -> RidePayment:
-        payment = await self.get(ride_id, lock=True)
-        if payment.driver_id is None:
-            raise RideHasNoFare(f"ride {ride_id} has no driver")
-        recorded = await self.ledger.record(
-            ledger.driver_transfer(
-                transfer_id=transfer_id, driver_id=payment.driver_id, amount=amount
-            )
+    async def transfer_orders(self, ride_ids: Sequence[uuid.UUID]) -> list[TransferOrder]:
+        """The driver's transfer each ride's payment owes now (less what the driver owes
+        the co-op), with its call recorded before it is made. A ride whose driver cannot
+        receive money yet waits; one with nothing left to transfer is done; one not
+        captured is skipped."""
+        payments = await self._locked(ride_ids)
+        drivers = {p.driver_id for p in payments.values() if p.driver_id is not None}
+        accounts = await self.payout_accounts.get_many(drivers)
+        currencies = {p.currency for p in payments.values()}
+        receivables = await self.ledger.balances_of(
+            ledger.owned_account(AccountKind.driver_receivable, driver_id, currency)
+            for driver_id in drivers
+            for currency in currencies
         )
-        await self.finish_call(transfer_key(ride_id), "succeeded", {"transfer_id": transfer_id})
-        tip_due = payment.tip_charge_id is not None and payment.tip_transfer_id is None
-        values: dict[str, Any] = {
-            "transfer_id": transfer_id,
-            # A charged tip still to transfer keeps the payment due.
-            "next_attempt_at": self.clock.now() if tip_due else None,
-            "updated_at": self.clock.now(),
-        }
-        if recorded.created:
-            values["transferred_amount"] = payment.transferred_amount + amount.amount
-        updated = await self.rides.update(ride_id, None, values)
-        assert updated is not None
-        return updated
+        now = self.clock.now()
+        orders: list[TransferOrder] = []
+        changes: list[tuple[uuid.UUID, dict[str, Any]]] = []
+        calls = []
+        for ride_id in dict.fromkeys(ride_ids):
+            payment = payments[ride_id]
+            if payment.status not in (S.captured, S.debt_paid, S.fee_captured):
+                continue
+            account = accounts.get(payment.driver_id) if payment.driver_id else None
+            if account is None or not account.payouts_enabled:
+                changes.append(
+                    (ride_id, {"next_attempt_at": now + timedelta(seconds=TRANSFER_RECHECK_S)})
+                )
+                continue
+            assert payment.driver_id is not None
+            owes = receivables.get(
+                ledger.owned_account(
+                    AccountKind.driver_receivable, payment.driver_id, payment.currency
+                )
+            )
+            if owes is not None and owes.amount > 0:
+                # Rare: the balance moves with each offset, so these go one by one.
+                amount = await self.offset_driver_debt(payment)
+            else:
+                amount = self.transfer_amount(payment)
+            if amount.is_zero():
+                changes.append((ride_id, {"next_attempt_at": None}))
+                continue
+            assert payment.charge_id is not None
+            calls.append(
+                self._call(transfer_key(ride_id), "transfer", ride_id, {"amount": amount.amount})
+            )
+            orders.append(
+                TransferOrder(ride_id, amount, account.stripe_account_id, payment.charge_id)
+            )
+        await self.rides.update_many(changes)
+        await self.calls.record_many(calls)
+        return orders
+
+    async def transferred(self, ride_id: uuid.UUID, transfer_id: str, amount: Money) -> RidePayment:
+        await self.transferred_many([(ride_id, transfer_id, amount)])
+        return await self.get(ride_id)
+
+    async def transferred_many(
+        self, transfers: Sequence[tuple[uuid.UUID, str, Money]]
+    ) -> list[uuid.UUID]:
+        """The drivers' transfers (ride, transfer, amount) were made: one ledger insert for
+        all of them; answers the rides. All or nothing."""
+        payments = await self._locked([ride_id for ride_id, _, _ in transfers])
+        drafts = []
+        for ride_id, transfer_id, amount in transfers:
+            driver_id = payments[ride_id].driver_id
+            if driver_id is None:
+                raise RideHasNoFare(f"ride {ride_id} has no driver")
+            drafts.append(
+                ledger.driver_transfer(transfer_id=transfer_id, driver_id=driver_id, amount=amount)
+            )
+        recorded = await self.ledger.record_many(drafts)
+        now = self.clock.now()
+        await self.calls.finish_many(
+            [
+                (transfer_key(ride_id), "succeeded", {"transfer_id": transfer_id}, None)
+                for ride_id, transfer_id, _ in transfers
+            ],
+            now=now,
+        )
+        changes: list[tuple[uuid.UUID, dict[str, Any]]] = []
+        transferred = {ride_id: p.transferred_amount for ride_id, p in payments.items()}
+        for (ride_id, transfer_id, amount), done in zip(transfers, recorded, strict=True):
+            payment = payments[ride_id]
+            tip_due = payment.tip_charge_id is not None and payment.tip_transfer_id is None
+            values: dict[str, Any] = {
+                "transfer_id": transfer_id,
+                # A charged tip still to transfer keeps the payment due.
+                "next_attempt_at": now if tip_due else None,
+                "updated_at": now,
+            }
+            if done.created:
+                transferred[ride_id] += amount.amount
+                values["transferred_amount"] = transferred[ride_id]
+            changes.append((ride_id, values))
+        await self.rides.update_many(changes)
+        return [ride_id for ride_id, _, _ in transfers]
 
     async def transferred_nothing(self, ride_id: uuid.UUID) -> None:
         """Nothing is left to transfer (all of it offset or clawed back)."""
@@ -693,16 +808,19 @@ class PaymentService:
     async def record_call(
         self, key: str, operation: str, ride_id: uuid.UUID | None, request: dict[str, Any]
     ) -> StripeCall:
+        return await self.calls.record(self._call(key, operation, ride_id, request))
+
+    def _call(
+        self, key: str, operation: str, ride_id: uuid.UUID | None, request: dict[str, Any]
+    ) -> StripeCall:
         now = self.clock.now()
-        return await self.calls.record(
-            StripeCall(
-                idempotency_key=key,
-                operation=operation,
-                ride_id=ride_id,
-                request=request,
-                created_at=now,
-                updated_at=now,
-            )
+        return StripeCall(
+            idempotency_key=key,
+            operation=operation,
+            ride_id=ride_id,
+            request=request,
+            created_at=now,
+            updated_at=now,
         )
 
     async def call(self, key: str) -> StripeCall | None:
@@ -731,6 +849,10 @@ class PaymentService:
         if payment is None:
             raise RidePaymentNotFound
         return payment
+
+    async def get_many(self, ride_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, RidePayment]:
+        """The payments of those rides that have one."""
+        return await self.rides.get_many(ride_ids)
 
     async def read(self, ride_id: uuid.UUID) -> RidePaymentRead:
         return RidePaymentRead.model_validate(await self.get(ride_id))
@@ -762,6 +884,44 @@ class PaymentService:
             f"the payment of ride {ride_id} is {current.status}",
             payment_status=current.status,
         )
+
+    async def _advance_many(self, moves: Sequence[_Move]) -> None:
+        """``_advance`` for rows this transaction holds locked: each payment moves forward
+        from one of its sources; one already at or past its target is left as it is; any
+        other raises (and nothing is written)."""
+        now = self.clock.now()
+        changes: list[tuple[uuid.UUID, dict[str, Any]]] = []
+        for payment, sources, values in moves:
+            if payment.status in sources:
+                changes.append((payment.ride_id, {"updated_at": now, **values}))
+                continue
+            target = values.get("status")
+            if target is not None and _rank(payment.status) >= _rank(target):
+                continue
+            raise RidePaymentStateConflict(
+                f"the payment of ride {payment.ride_id} is {payment.status}",
+                payment_status=payment.status,
+            )
+        await self.rides.update_many(changes)
+
+    async def _locked(self, ride_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, RidePayment]:
+        """The rides' payments, locked for this transaction; every one must exist."""
+        payments = await self.rides.get_many(ride_ids, lock=True)
+        if len(payments) < len(set(ride_ids)):
+            raise RidePaymentNotFound
+        return payments
+
+
+_Move = tuple[RidePayment, Sequence[RidePaymentStatus], dict[str, Any]]
+
+
+class TransferOrder(NamedTuple):
+    """A driver's transfer to make: its call is recorded, Stripe not yet asked."""
+
+    ride_id: uuid.UUID
+    amount: Money
+    destination_account_id: str
+    source_charge_id: str
 
 
 _ORDER = {

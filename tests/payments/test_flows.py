@@ -15,12 +15,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infra.clock import SystemClock
 from payments import ledger, pricing
-from payments.errors import CardDeclined, NothingToRefund, RiderHasUnpaidFare
+from payments.errors import (
+    CardDeclined,
+    NothingToRefund,
+    RidePaymentStateConflict,
+    RiderHasUnpaidFare,
+)
 from payments.flows import PaymentFlows, hold_amount
 from payments.ledger import AccountKind
 from payments.ledger_service import LedgerService
 from payments.money import Money
 from payments.pricing import Fare, FareSplit, TripEstimate, TripMeasurement
+from payments.schemas import RidePaymentRead
 from payments.service import PaymentService
 from payments.stripe_gateway import StripeGateway
 from tests.factories import make_account
@@ -370,3 +376,122 @@ async def flows_gateway_status(fake: FakeConnect, payment_intent_id: str) -> str
         return (await gateway.retrieve_payment_intent(payment_intent_id)).status
     finally:
         await gateway.aclose()
+
+
+# Settling many rides together (what concurrent trip completions do).
+
+
+async def authorized_rides(flows: PaymentFlows, people: People, count: int) -> list[uuid.UUID]:
+    fare, _ = priced()
+    rides = [uuid.uuid4() for _ in range(count)]
+    for ride_id in rides:
+        await flows.authorize_ride(ride_id, people.rider_id, hold_amount(fare.total))
+    return rides
+
+
+async def test_concurrent_settlements_go_together_and_each_ride_is_settled(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    stripe_gateway: StripeGateway,
+    ready: People,
+    session: AsyncSession,
+) -> None:
+    # One batch at a time: every session of this test shares one connection.
+    flows = PaymentFlows(sessionmaker, stripe_gateway, SystemClock(), settle_batches_at_once=1)
+    rides = await authorized_rides(flows, ready, 6)
+    fare, split = priced()
+
+    settled = await asyncio.gather(
+        *(flows.settle_ride(ride_id, ready.driver_id, fare, split) for ride_id in rides)
+    )
+
+    assert [s.status for s in settled] == ["captured"] * 6
+    assert [s.transferred_amount for s in settled] == [split.driver.amount] * 6
+    # All six went in one batch: its transactions and Stripe calls served them all.
+    assert flows.settlement_batches == (1, 6)
+    service = PaymentService(session, SystemClock())
+    for ride_id in rides:
+        for key in (f"ride:{ride_id}:capture:v1", f"ride:{ride_id}:transfer:v1"):
+            call = await service.call(key)
+            assert call is not None
+            assert call.status == "succeeded"
+    stripe = ledger.stripe_balance("USD")
+    assert await balance(session, stripe) == 6 * (fare.total.amount - split.driver.amount)
+    assert await balance(session, payable(ready.driver_id)) == 0
+    assert (await LedgerService(session, SystemClock()).verify()).ok
+
+
+async def test_a_refused_ride_in_a_batch_costs_the_others_nothing(
+    flows: PaymentFlows, ready: People, session: AsyncSession
+) -> None:
+    first, refused, last = await authorized_rides(flows, ready, 3)
+    fare, split = priced()
+    other_fare, other_split = priced(distance_m=20_000, duration_s=2_400)
+    await flows.settle_ride(refused, ready.driver_id, fare, split)
+
+    outcomes = await flows.settle_rides(
+        [
+            (first, ready.driver_id, fare, split),
+            (refused, ready.driver_id, other_fare, other_split),
+            (last, ready.driver_id, fare, split),
+        ]
+    )
+
+    assert isinstance(outcomes[1], RidePaymentStateConflict)
+    for outcome in (outcomes[0], outcomes[2]):
+        assert isinstance(outcome, RidePaymentRead)
+        assert outcome.status == "captured"
+        assert outcome.transferred_amount == split.driver.amount
+    # The refused ride keeps the fare it was settled with.
+    assert (await flows.read(refused)).captured_amount == fare.total.amount
+    stripe = ledger.stripe_balance("USD")
+    assert await balance(session, stripe) == 3 * (fare.total.amount - split.driver.amount)
+
+
+async def test_a_failed_capture_in_a_batch_is_that_riders_debt_alone(
+    flows: PaymentFlows, ready: People, session: AsyncSession
+) -> None:
+    paid, unpaid = await authorized_rides(flows, ready, 2)
+    payment = await PaymentService(session, SystemClock()).get(unpaid)
+    await flows.gateway.cancel_authorization(
+        payment_intent_id=str(payment.payment_intent_id), idempotency_key=f"t:{unpaid}:x"
+    )
+    fare, split = priced()
+
+    outcomes = await flows.settle_rides(
+        [(paid, ready.driver_id, fare, split), (unpaid, ready.driver_id, fare, split)]
+    )
+
+    statuses = [o.status if isinstance(o, RidePaymentRead) else o for o in outcomes]
+    assert statuses == ["captured", "in_debt"]
+    owed = ledger.owned_account(AccountKind.rider_receivable, ready.rider_id, "USD")
+    assert await balance(session, owed) == fare.total.amount
+    # The unpaid ride's driver is still owed their share; the paid one's is transferred.
+    assert await balance(session, payable(ready.driver_id)) == split.driver.amount
+    assert (await LedgerService(session, SystemClock()).verify()).ok
+
+
+async def test_transfers_refused_by_a_stripe_outage_in_a_batch_are_retried_with_their_keys(
+    flows: PaymentFlows, ready: People, fake_stripe: FakeConnect, session: AsyncSession
+) -> None:
+    rides = await authorized_rides(flows, ready, 2)
+    fare, split = priced()
+    fake_stripe.add_fault("/v1/transfers", status=503, times=2)
+
+    outcomes = await flows.settle_rides([(r, ready.driver_id, fare, split) for r in rides])
+
+    for outcome in outcomes:
+        assert isinstance(outcome, RidePaymentRead)
+        assert outcome.status == "captured"
+        assert outcome.transferred_amount == 0
+    assert await balance(session, payable(ready.driver_id)) == 2 * split.driver.amount
+    service = PaymentService(session, SystemClock())
+    for ride_id in rides:
+        call = await service.call(f"ride:{ride_id}:transfer:v1")
+        assert call is not None
+        assert call.status == "pending"
+        assert call.last_error
+
+    for ride_id in rides:
+        assert (await flows.advance(ride_id)).transferred_amount == split.driver.amount
+    assert await balance(session, payable(ready.driver_id)) == 0
+    assert (await LedgerService(session, SystemClock()).verify()).ok

@@ -482,3 +482,112 @@ async def test_random_sequences_keep_balances_equal_to_postings(
         assert all(total == 0 for total in verification.totals.values())
     finally:
         await savepoint.rollback()
+
+
+# Recording many drafts at once (what batch settlement uses).
+
+
+async def test_many_drafts_are_recorded_in_one_go_in_their_order(
+    service: LedgerService, session: AsyncSession
+) -> None:
+    driver = uuid.uuid4()
+    settlements = [_settlement(uuid.uuid4(), driver) for _ in range(5)]
+    recorded = await service.record_many(settlements)
+    assert [r.idempotency_key for r in recorded] == [d.idempotency_key for d in settlements]
+    assert all(r.created for r in recorded)
+    payable = ledger.owned_account(AccountKind.driver_payable, driver, USD)
+    assert await service.balance(payable) == usd(7_500)
+    assert (await service.verify()).ok
+
+
+async def test_many_drafts_with_replays_and_repeats_record_each_key_once(
+    service: LedgerService, session: AsyncSession
+) -> None:
+    driver = uuid.uuid4()
+    old, new = _settlement(uuid.uuid4(), driver), _settlement(uuid.uuid4(), driver)
+    first = await service.record(old)
+    recorded = await service.record_many([old, new, new])
+    assert [r.created for r in recorded] == [False, True, False]
+    assert recorded[0].id == first.id
+    assert sorted(p.amount for p in recorded[0].postings) == sorted(p.amount for p in old.postings)
+    assert recorded[1].id == recorded[2].id
+    payable = ledger.owned_account(AccountKind.driver_payable, driver, USD)
+    assert await service.balance(payable) == usd(3_000)
+
+
+async def test_a_conflict_in_many_drafts_records_none_of_them(service: LedgerService) -> None:
+    ride, driver = uuid.uuid4(), uuid.uuid4()
+    await service.record(_settlement(ride, driver))
+    other_content = ledger.driver_transfer(transfer_id="tr_a", driver_id=driver, amount=usd(100))
+    reused = TransactionDraft(
+        idempotency_key=_settlement(ride, driver).idempotency_key,
+        kind=other_content.kind,
+        description="another transaction under a taken key",
+        postings=other_content.postings,
+    )
+    with pytest.raises(LedgerIdempotencyConflict):
+        await service.record_many([other_content, reused])
+    payable = ledger.owned_account(AccountKind.driver_payable, driver, USD)
+    assert await service.balance(payable) == usd(1_500)
+    assert not await service.has(other_content.idempotency_key)
+
+
+async def test_one_key_asked_twice_with_different_content_in_one_go_is_a_conflict(
+    service: LedgerService,
+) -> None:
+    driver = uuid.uuid4()
+    await service.record(_settlement(uuid.uuid4(), driver))
+    small = ledger.driver_transfer(transfer_id="tr_same", driver_id=driver, amount=usd(100))
+    large = ledger.driver_transfer(transfer_id="tr_same", driver_id=driver, amount=usd(200))
+    with pytest.raises(LedgerIdempotencyConflict):
+        await service.record_many([small, large])
+    payable = ledger.owned_account(AccountKind.driver_payable, driver, USD)
+    assert await service.balance(payable) == usd(1_500)
+
+
+async def test_an_overdraft_in_many_drafts_records_none_of_them(service: LedgerService) -> None:
+    driver = uuid.uuid4()
+    await service.record(_settlement(uuid.uuid4(), driver))
+    fine = ledger.driver_transfer(transfer_id="tr_1", driver_id=driver, amount=usd(1_000))
+    over = ledger.driver_transfer(transfer_id="tr_2", driver_id=driver, amount=usd(501))
+    with pytest.raises(LedgerAccountOverdrawn, match="driver_payable"):
+        await service.record_many([fine, over])
+    payable = ledger.owned_account(AccountKind.driver_payable, driver, USD)
+    assert await service.balance(payable) == usd(1_500)
+    assert not await service.has(fine.idempotency_key)
+    # The session is still usable, and what fits is recorded.
+    assert [r.created for r in await service.record_many([fine])] == [True]
+    assert await service.balance(payable) == usd(500)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(chunks=st.lists(st.lists(drafts(), min_size=1, max_size=6), min_size=1, max_size=6))
+async def test_random_batches_keep_the_books_as_the_model_says(
+    session: AsyncSession, chunks: list[list[TransactionDraft]]
+) -> None:
+    """Each batch is recorded or refused as a whole exactly as the pure book's
+    ``record_many`` says; balances always equal postings and the model's."""
+    service = LedgerService(session, FrozenClock(NOW))
+    model = LedgerBook()
+    savepoint = await session.begin_nested()
+    try:
+        for chunk in chunks:
+            try:
+                expected = model.record_many(chunk)
+            except (LedgerAccountOverdrawn, LedgerIdempotencyConflict) as refusal:
+                with pytest.raises(type(refusal)):
+                    await service.record_many(chunk)
+                continue
+            await service.record_many(chunk)
+            model = expected
+        for account in model.balances:
+            assert await service.balance(account) == model.balance(account)
+        verification = await service.verify()
+        assert verification.ok, verification
+        assert all(total == 0 for total in verification.totals.values())
+    finally:
+        await savepoint.rollback()
