@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -295,33 +296,64 @@ class LedgerRepository:
         )
 
     async def _account_ids(self, accounts: Iterable[AccountRef]) -> dict[AccountRef, uuid.UUID]:
+        """The accounts' ids, opening those not opened yet (most already are: they are
+        looked up first, and only the missing ones inserted)."""
+        wanted = list(accounts)
+        ids = await self._existing_account_ids(wanted)
         # Sorted, so concurrent creators insert in the same order and cannot deadlock.
-        wanted = sorted(accounts, key=lambda a: (a.code, a.currency))
-        await self.session.execute(
-            insert(LedgerAccount)
-            .values(
-                [
-                    {
-                        "id": new_id(),
-                        "code": a.code,
-                        "kind": a.kind.value,
-                        "currency": a.currency,
-                        "normal_side": a.rule.normal_side.value,
-                        "non_negative": a.rule.non_negative,
-                        "owner_id": a.owner_id,
-                    }
-                    for a in wanted
-                ]
-            )
-            .on_conflict_do_nothing(index_elements=[LedgerAccount.code, LedgerAccount.currency])
+        missing = sorted(
+            (a for a in wanted if (a.code, a.currency) not in ids),
+            key=lambda a: (a.code, a.currency),
         )
+        if missing:
+            await self.session.execute(
+                insert(LedgerAccount)
+                .values(
+                    [
+                        {
+                            "id": new_id(),
+                            "code": a.code,
+                            "kind": a.kind.value,
+                            "currency": a.currency,
+                            "normal_side": a.rule.normal_side.value,
+                            "non_negative": a.rule.non_negative,
+                            "owner_id": a.owner_id,
+                        }
+                        for a in missing
+                    ]
+                )
+                .on_conflict_do_nothing(index_elements=[LedgerAccount.code, LedgerAccount.currency])
+            )
+            ids.update(await self._existing_account_ids(missing))
+        return {a: ids[(a.code, a.currency)] for a in wanted}
+
+    async def _existing_account_ids(
+        self, accounts: Sequence[AccountRef]
+    ) -> dict[tuple[str, str], uuid.UUID]:
         result = await self.session.execute(
             select(LedgerAccount.code, LedgerAccount.currency, LedgerAccount.id).where(
-                _codes_in(wanted)
+                _codes_in(accounts)
             )
         )
-        ids = {(code, currency): account_id for code, currency, account_id in result}
-        return {a: ids[(a.code, a.currency)] for a in wanted}
+        return {(code, currency): account_id for code, currency, account_id in result}
+
+
+def _bind_type(column: Any) -> Any:
+    """A JSONB column's parameters write None as SQL NULL, as the ORM does."""
+    return JSONB(none_as_null=True) if isinstance(column.type, JSONB) else column.type
+
+
+_RECORD_CALLS = """
+INSERT INTO stripe_calls
+       (idempotency_key, operation, ride_id, request, status, attempts, created_at, updated_at)
+SELECT c.idempotency_key, c.operation, c.ride_id, c.request::jsonb, 'pending', 0,
+       c.created_at, c.updated_at
+  FROM unnest(CAST(:keys AS text[]), CAST(:operations AS text[]), CAST(:ride_ids AS uuid[]),
+              CAST(:requests AS text[]), CAST(:created AS timestamptz[]),
+              CAST(:updated AS timestamptz[]))
+       AS c(idempotency_key, operation, ride_id, request, created_at, updated_at)
+    ON CONFLICT (idempotency_key) DO NOTHING
+"""
 
 
 def _codes_in(accounts: Sequence[AccountRef]) -> Any:
@@ -622,11 +654,23 @@ class RidePaymentRepository:
         """Sets each ride's values, by primary key (no compare-and-set: the caller holds
         the rows' locks and has checked their status); one executemany per set of
         columns. Objects already loaded are not refreshed: read them again."""
+        table = cast(Table, RidePayment.__table__)
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for ride_id, values in changes:
-            groups.setdefault(tuple(sorted(values)), []).append({"ride_id": ride_id, **values})
-        for rows in groups.values():
-            await self.session.execute(update(RidePayment), rows)
+            row = {"ride": ride_id, **{f"new_{k}": v for k, v in values.items()}}
+            groups.setdefault(tuple(sorted(values)), []).append(row)
+        for columns, rows in groups.items():
+            statement = (
+                update(table)
+                .where(table.c.ride_id == bindparam("ride"))
+                .values(
+                    {
+                        name: bindparam(f"new_{name}", type_=_bind_type(table.c[name]))
+                        for name in columns
+                    }
+                )
+            )
+            await self.session.execute(statement, rows)
 
     async def by_payment_intent(self, payment_intent_id: str) -> RidePayment | None:
         result = await self.session.execute(
@@ -732,20 +776,15 @@ class StripeCallRepository:
         if not calls:
             return
         await self.session.execute(
-            insert(StripeCall).on_conflict_do_nothing(index_elements=[StripeCall.idempotency_key]),
-            [
-                {
-                    "idempotency_key": call.idempotency_key,
-                    "operation": call.operation,
-                    "ride_id": call.ride_id,
-                    "request": call.request,
-                    "status": "pending",
-                    "attempts": 0,
-                    "created_at": call.created_at,
-                    "updated_at": call.updated_at,
-                }
-                for call in calls
-            ],
+            text(_RECORD_CALLS),
+            {
+                "keys": [c.idempotency_key for c in calls],
+                "operations": [c.operation for c in calls],
+                "ride_ids": [c.ride_id for c in calls],
+                "requests": [json.dumps(c.request) for c in calls],
+                "created": [c.created_at for c in calls],
+                "updated": [c.updated_at for c in calls],
+            },
         )
 
     async def finish(
