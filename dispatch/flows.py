@@ -16,7 +16,7 @@ payment is ``authorized``, to ``payment_failed`` once it is ``declined``, and gi
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
@@ -28,6 +28,7 @@ from dispatch.schemas import RideRead
 from dispatch.service import RideCharge, RideService
 from infra.clock import Clock
 from infra.db import transaction
+from infra.errors import DomainError
 from infra.events import EventBuffer
 from infra.logging import get_logger
 from infra.pubsub import publish_events
@@ -190,6 +191,12 @@ class RideFlows:
         driver. Repeating it settles the same fare again (Stripe acts once)."""
         async with self.rides() as rides:
             charge = await rides.complete(ride_id, driver_id)
+            assert charge.fare is not None
+            assert charge.split is not None
+            fare, split = charge.fare, charge.split
+            await self._open_payment_step(
+                rides.session, lambda p: p.open_capture(ride_id, driver_id, fare, split)
+            )
         assert charge.fare is not None
         assert charge.split is not None
         await self.payments.settle_ride(ride_id, driver_id, charge.fare, charge.split)
@@ -205,6 +212,7 @@ class RideFlows:
         """The rider cancels: commits, then releases the hold or captures the fee."""
         async with self.rides() as rides:
             charge = await rides.cancel_by_rider(ride_id, rider_id, reason, accept_fee_amount)
+            await self._open_cancellation(rides.session, charge)
         await self._settle_charge(charge)
         return charge.ride
 
@@ -212,6 +220,7 @@ class RideFlows:
         """The driver reports a no-show: commits, then captures the no-show fee."""
         async with self.rides() as rides:
             charge = await rides.no_show(ride_id, driver_id)
+            await self._open_cancellation(rides.session, charge)
         await self._settle_charge(charge)
         return charge.ride
 
@@ -219,8 +228,32 @@ class RideFlows:
         """For the dispatcher, when a request times out: the ride ends, the hold goes."""
         async with self.rides() as rides:
             ride = await rides.no_driver_found(ride_id)
+            await self._open_payment_step(
+                rides.session, lambda p: p.open_cancellation(ride_id, None, None, None)
+            )
         await self._release(ride_id, None)
         return ride
+
+    async def _open_cancellation(self, session: AsyncSession, charge: RideCharge) -> None:
+        ride_id, driver_id = charge.ride.id, charge.driver_id
+        fee, split = (charge.fare, charge.split) if charge.fare is not None else (None, None)
+        await self._open_payment_step(
+            session, lambda p: p.open_cancellation(ride_id, driver_id, fee, split)
+        )
+
+    async def _open_payment_step(
+        self, session: AsyncSession, step: Callable[[PaymentService], Awaitable[object]]
+    ) -> None:
+        """Records the payment step the ride's new state calls for (capture the fare,
+        capture the fee, release the hold) in the ride's own transaction: if this process
+        dies before taking the step, the payments worker finds it due and takes it, with
+        its key. A payment that refuses it (none, or in no state for it) is left to the
+        step itself, taken after the commit, which reports it as before."""
+        try:
+            async with session.begin_nested():
+                await step(PaymentService(session, self.clock))
+        except DomainError as refused:
+            log.info("payment_step_not_opened", error=refused.type)
 
     async def _settle_charge(self, charge: RideCharge) -> None:
         if charge.fare is None:

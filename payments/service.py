@@ -49,6 +49,9 @@ RETRY_BASE_S = 5
 RETRY_MAX_S = 3600
 # A driver without a working payout account is checked again this often.
 TRANSFER_RECHECK_S = 3600
+# A capture or a release recorded this long ago and still unanswered is repeated (with
+# its key) by the worker: the process that opened it may have died before calling Stripe.
+STEP_DEADLINE_S = 60
 
 
 def authorize_key(ride_id: uuid.UUID) -> str:
@@ -300,6 +303,7 @@ class PaymentService:
         }
         moves: list[_Move] = []
         calls = []
+        deadline = self.clock.now() + timedelta(seconds=STEP_DEADLINE_S)
         for ride_id, driver_id, fare, split in rides:
             if split.total != fare.total:
                 raise RidePaymentStateConflict("the split does not add up to the fare")
@@ -320,6 +324,7 @@ class PaymentService:
                         "driver_id": driver_id,
                         "fare": fare_values,
                         "split": split_json(split),
+                        "next_attempt_at": deadline,
                     },
                 )
             )
@@ -468,9 +473,12 @@ class PaymentService:
         payment = await self.get(ride_id, lock=True)
         if payment.status in (S.cancelled, S.fee_captured, S.declined):
             return payment
+        deadline = self.clock.now() + timedelta(seconds=STEP_DEADLINE_S)
         if fee is None:
             updated = await self._advance(
-                ride_id, [S.authorizing, S.authorized], {"status": S.cancelling.value}
+                ride_id,
+                [S.authorizing, S.authorized],
+                {"status": S.cancelling.value, "next_attempt_at": deadline},
             )
             await self.record_call(cancel_key(ride_id), "cancel", ride_id, {})
             return updated
@@ -484,6 +492,7 @@ class PaymentService:
                 "driver_id": driver_id,
                 "fare": fare_json(fee),
                 "split": split_json(split),
+                "next_attempt_at": deadline,
             },
         )
         await self.record_call(

@@ -48,6 +48,7 @@ from infra.settings import Settings
 from payments.errors import CardDeclined, PaymentMethodRequired
 from payments.flows import PaymentFlows
 from payments.policies import FarePolicyService
+from payments.service import STEP_DEADLINE_S
 from payments.stripe_gateway import StripeGateway
 from tests.dispatch.test_quotes import (
     JFK,
@@ -1006,3 +1007,76 @@ async def test_no_driver_found_releases_the_hold(
     ended = await flows.no_driver_found(ride.id)
     assert ended.status == "no_driver_found"
     assert (await payment_flows.read(ride.id)).status == "cancelled"
+
+
+class Crash(Exception):
+    """The process dying between two steps."""
+
+
+@pytest.mark.slow
+async def test_a_crash_between_completion_and_settlement_is_settled_by_the_worker(
+    flows: RideFlows,
+    payment_flows: PaymentFlows,
+    paying: People,
+    session: AsyncSession,
+    clock: FrozenClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ride = await request_through(flows, session, clock, paying.rider)
+    ride = await drive(flows, ride, paying.driver, "in_progress")
+    clock.set(clock.now() + timedelta(seconds=600))
+
+    async def crash(*args: object) -> None:
+        raise Crash
+
+    with monkeypatch.context() as patched:
+        patched.setattr(payment_flows, "settle_ride", crash)
+        with pytest.raises(Crash):
+            await flows.complete_trip(ride.id, paying.driver)
+
+    # The completion and the capture it calls for were committed together.
+    async with flows.rides() as rides:
+        assert (await rides.get(ride.id)).status == "completed"
+    waiting = await payment_flows.read(ride.id)
+    assert waiting.status == "capturing"
+    assert await payment_flows.advance_due() == 0  # not yet: the step may be in flight
+
+    clock.set(clock.now() + timedelta(seconds=STEP_DEADLINE_S))
+    assert await payment_flows.advance_due() == 1
+
+    settled = await payment_flows.read(ride.id)
+    assert settled.status == "captured"
+    assert settled.split is not None
+    assert settled.transferred_amount == settled.split["driver"]
+
+
+@pytest.mark.slow
+async def test_a_crash_after_a_late_cancellation_still_takes_the_fee(
+    flows: RideFlows,
+    payment_flows: PaymentFlows,
+    paying: People,
+    session: AsyncSession,
+    clock: FrozenClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ride = await request_through(flows, session, clock, paying.rider)
+    ride = await drive(flows, ride, paying.driver, "driver_assigned")
+    policy = await FarePolicyService(session).in_force(clock.now())
+    clock.set(clock.now() + timedelta(seconds=policy.cancellation_grace_s + 1))
+
+    async def crash(*args: object) -> None:
+        raise Crash
+
+    with monkeypatch.context() as patched:
+        patched.setattr(payment_flows, "cancel_ride", crash)
+        with pytest.raises(Crash):
+            await flows.cancel(
+                ride.id, paying.rider, None, accept_fee_amount=policy.cancellation_fee
+            )
+
+    assert (await payment_flows.read(ride.id)).status == "cancelling"
+    clock.set(clock.now() + timedelta(seconds=STEP_DEADLINE_S))
+    assert await payment_flows.advance_due() == 1
+    payment = await payment_flows.read(ride.id)
+    assert payment.status == "fee_captured"
+    assert payment.captured_amount == policy.cancellation_fee
