@@ -128,6 +128,13 @@ class Ride(Base):
             unique=True,
             postgresql_where=text("status IN ('driver_assigned', 'driver_arrived', 'in_progress')"),
         ),
+        # Completed trips by when they ended: earnings (fairness), the impact of a
+        # proposed policy (governance), statements.
+        Index(
+            "ix_rides_completed_ended_at",
+            "ended_at",
+            postgresql_where=text("status = 'completed'"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
@@ -212,6 +219,16 @@ class MatchDecision(Base):
     driver can be told why an offer went elsewhere."""
 
     __tablename__ = "match_decisions"
+    __table_args__ = (
+        # "The decisions I was a candidate in": candidates @> [{"driver_id": ...}].
+        Index(
+            "ix_match_decisions_candidates",
+            "candidates",
+            postgresql_using="gin",
+            postgresql_ops={"candidates": "jsonb_path_ops"},
+        ),
+        Index("ix_match_decisions_window_at", "window_at"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     ride_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rides.id"), index=True)
