@@ -591,3 +591,22 @@ async def test_random_batches_keep_the_books_as_the_model_says(
         assert all(total == 0 for total in verification.totals.values())
     finally:
         await savepoint.rollback()
+
+
+@pytest.mark.parametrize(
+    "function",
+    [
+        "ledger_check_postings_balance",
+        "ledger_check_transaction_has_postings",
+        "ledger_apply_postings",
+    ],
+)
+async def test_the_ledger_triggers_plan_each_call_against_the_tables_as_they_are(
+    session: AsyncSession, function: str
+) -> None:
+    # A cached plan made while the ledger was empty would scan every posting per posting.
+    config = await session.scalar(
+        text("SELECT proconfig FROM pg_proc WHERE proname = :name"), {"name": function}
+    )
+    assert config is not None
+    assert "plan_cache_mode=force_custom_plan" in config
