@@ -8,6 +8,7 @@ than the hold, one object per idempotency key.
 from __future__ import annotations
 
 import itertools
+import secrets
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -36,11 +37,13 @@ _NOW = datetime(2026, 1, 1, tzinfo=UTC)
 class InProcessGateway:
     def __init__(self) -> None:
         self._serial = itertools.count(1)
+        # Ids unique across instances too, as Stripe's are.
+        self._token = secrets.token_hex(4)
         self._intents: dict[str, StripePaymentIntent] = {}
         self._by_key: dict[str, object] = {}
 
     def _id(self, prefix: str) -> str:
-        return f"{prefix}_{next(self._serial):012d}"
+        return f"{prefix}_{self._token}{next(self._serial):012d}"
 
     async def create_customer(
         self,
