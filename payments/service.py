@@ -433,15 +433,22 @@ class PaymentService:
         self, rider_id: uuid.UUID, charge_id: str, amount: Money
     ) -> list[RidePayment]:
         """A charge paid what the rider owed: record it, and make the transfers of the
-        rides whose capture had failed due from this charge."""
+        rides whose capture had failed due from this charge: the oldest first, as many as
+        ``amount`` covers (a ride that went into debt after the charge was made waits for
+        the next one)."""
         await self.ledger.record(
             ledger.rider_debt_payment(rider_id=rider_id, charge_id=charge_id, amount=amount)
         )
         now = self.clock.now()
         paid = []
-        for payment in await self.rides_in_debt(rider_id):
+        budget = amount.amount
+        for payment in reversed(await self.rides_in_debt(rider_id)):
             if payment.currency != amount.currency:
                 continue
+            owed = split_of(payment).total.amount
+            if owed > budget:
+                break
+            budget -= owed
             updated = await self.rides.update(
                 payment.ride_id,
                 [S.in_debt.value],

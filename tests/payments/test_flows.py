@@ -495,3 +495,28 @@ async def test_transfers_refused_by_a_stripe_outage_in_a_batch_are_retried_with_
         assert (await flows.advance(ride_id)).transferred_amount == split.driver.amount
     assert await balance(session, payable(ready.driver_id)) == 0
     assert (await LedgerService(session, SystemClock()).verify()).ok
+
+
+async def test_a_debt_payment_settles_the_oldest_rides_it_covers_and_no_more(
+    flows: PaymentFlows, ready: People, session: AsyncSession
+) -> None:
+    older, newer = await authorized_rides(flows, ready, 2)
+    for ride_id in (older, newer):
+        payment = await PaymentService(session, SystemClock()).get(ride_id)
+        await flows.gateway.cancel_authorization(
+            payment_intent_id=str(payment.payment_intent_id), idempotency_key=f"t:{ride_id}:x"
+        )
+    fare, split = priced()
+    await flows.settle_ride(older, ready.driver_id, fare, split)
+    await flows.settle_ride(newer, ready.driver_id, fare, split)
+    assert (await flows.read(newer)).status == "in_debt"
+
+    # A charge made for the first debt only (the second came after it was made).
+    service = PaymentService(session, SystemClock())
+    paid = await service.debt_paid(ready.rider_id, "ch_first_debt", fare.total)
+
+    assert [p.ride_id for p in paid] == [older]
+    assert (await service.get(older)).status == "debt_paid"
+    assert (await service.get(newer)).status == "in_debt"
+    owed = ledger.owned_account(AccountKind.rider_receivable, ready.rider_id, "USD")
+    assert await balance(session, owed) == fare.total.amount
