@@ -71,7 +71,8 @@ async def test_a_failing_run_fails_every_item_of_its_batch_and_the_next_batch_st
 
 async def test_a_run_answering_the_wrong_number_of_items_fails_them() -> None:
     async def run(items: list[int]) -> list[int | Exception]:
-        return list(items)[:-1]
+        answers: list[int | Exception] = [*items]
+        return answers[:-1]
 
     coalescer = Coalescer(run, max_batch=5)
     with pytest.raises(RuntimeError, match="0 answers for 1 items"):
