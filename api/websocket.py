@@ -64,23 +64,30 @@ async def serve(
         except asyncio.QueueFull as exc:
             raise _SlowConsumer from exc
 
+    # Nothing sent or received stays referenced while a task waits for the next frame:
+    # an idle connection would otherwise keep its last frames (an accepted offer's reply
+    # is a whole ride) for as long as it stays open, and every full garbage collection
+    # would walk them.
+
+    async def answer(raw: str) -> None:
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            push(error_frame("malformed-json", "The frame is not valid JSON"))
+            return
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            push(error_frame("malformed-frame", "A frame is a JSON object with a 'type'"))
+            return
+        try:
+            reply = await on_message(message)
+        except DomainError as exc:
+            reply = error_frame(exc.type, exc.detail, ref=message.get("id"), **exc.extra)
+        if reply is not None:
+            push(reply)
+
     async def reader() -> None:
         while True:
-            raw = await websocket.receive_text()
-            try:
-                message = json.loads(raw)
-            except ValueError:
-                push(error_frame("malformed-json", "The frame is not valid JSON"))
-                continue
-            if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-                push(error_frame("malformed-frame", "A frame is a JSON object with a 'type'"))
-                continue
-            try:
-                reply = await on_message(message)
-            except DomainError as exc:
-                reply = error_frame(exc.type, exc.detail, ref=message.get("id"), **exc.extra)
-            if reply is not None:
-                push(reply)
+            await answer(await websocket.receive_text())
 
     async def writer() -> None:
         while True:
@@ -89,6 +96,7 @@ async def serve(
     async def pump(source: AsyncIterator[Frame]) -> None:
         async for frame in source:
             push(frame)
+            del frame
 
     async def expiry() -> None:
         await asyncio.sleep(max(0.0, (expires_at - utcnow()).total_seconds()))

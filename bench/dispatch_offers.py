@@ -58,7 +58,7 @@ from redis.asyncio import Redis
 from accounts.models import Role
 from accounts.passwords import Passwords
 from accounts.tokens import issue_access_token
-from api.app import create_app
+from api.app import create_app, freeze_start_up
 from api.routes import driver_ws
 from api.state import Resources
 from bench.dispatch_live import NYC_TRIPS, scatter, trip_origins
@@ -74,7 +74,13 @@ from dispatch.regions import region_of
 from infra.clock import SystemClock
 from infra.db import create_engine, create_sessionmaker
 from infra.redis import create_redis
-from infra.settings import AuthSettings, DatabaseSettings, RedisSettings, get_settings
+from infra.settings import (
+    ApiSettings,
+    AuthSettings,
+    DatabaseSettings,
+    RedisSettings,
+    get_settings,
+)
 from payments.flows import PaymentFlows
 from payments.stripe_gateway import StripeGateway
 
@@ -97,20 +103,17 @@ NOW = datetime.now(UTC)
 # not wire it yet, and a larger Redis pool. Each driver websocket holds a pub/sub
 # connection of its own, and redis-py 8 caps a pool at 100 connections by default, so an
 # api worker as configured today serves about 100 drivers at once; the pool is raised
-# here (API_REDIS_POOL) so that the latency of many open sockets can be measured.
+# here (API_REDIS_POOL) so that the latency of many open sockets can be measured. The
+# garbage collector is set up as the deployed lifespan does (``freeze_start_up``, with
+# RIDECOOP_API_GC_GEN2_THRESHOLD, which --api-gc-gen2-threshold sets for a variant).
 
 API_REDIS_POOL = 4_000
-API_GC_GEN2_ENV = "BENCH_API_GC_GEN2_THRESHOLD"
+API_GC_GEN2_ENV = "RIDECOOP_API_GC_GEN2_THRESHOLD"
 
 
 def api_app() -> FastAPI:
     settings = get_settings()
     _log_long_collections()
-    if threshold := os.environ.get(API_GC_GEN2_ENV):
-        # A variant, not the api as deployed: full collections made rarer (Python's
-        # default third threshold is 10).
-        first, second, _ = gc.get_threshold()
-        gc.set_threshold(first, second, int(threshold))
     app = create_app(settings)
 
     @asynccontextmanager
@@ -133,6 +136,7 @@ def api_app() -> FastAPI:
         try:
             async with driver_ws.driver_channels(resources) as channels:
                 app.state.driver_channels = channels
+                freeze_start_up(settings.api)
                 yield
         finally:
             await gateway.aclose()
@@ -613,7 +617,10 @@ async def run(url: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
         "rides_per_window": args.rides,
         "windows": args.windows,
         "window_every_s": args.window_s,
-        "api_gc_gen2_threshold": args.api_gc_gen2_threshold or "python default (10)",
+        # Start-up objects frozen either way; the api inherits this process's environment,
+        # so ApiSettings() reads the threshold it read unless the variant set one.
+        "api_gc_gen2_threshold": args.api_gc_gen2_threshold or ApiSettings().gc_gen2_threshold,
+        "api_gc_variant": bool(args.api_gc_gen2_threshold),
         "accept_after_s": list(ACCEPT_AFTER_S),
         "path": "end of match() in Dispatcher.run_window -> commit -> outbox + pub/sub "
         "nudge -> api process (uvicorn) driver websocket -> client process receives "
@@ -644,7 +651,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--api-gc-gen2-threshold",
         type=int,
         default=None,
-        help="a variant: the api process's third GC threshold (Python's default: 10)",
+        help="a variant: the api process's third GC threshold (default: the api's "
+        "RIDECOOP_API_GC_GEN2_THRESHOLD, as deployed; Python's own is 10)",
     )
     parser.add_argument("--section", default="offers", help="results section")
     parser.add_argument("--no-save", action="store_true", help="print only")

@@ -629,8 +629,11 @@ class DriverChannel:
                 log.warning("driver_outbox_unreadable", driver_id=str(self.driver_id))
                 await asyncio.sleep(OUTBOX_RETRY_S)
                 continue
-            for frame in frames:
-                yield frame
+            # Handed out and forgotten: a connection waiting for its next push keeps
+            # none of those it sent (an idle socket would hold its last for hours).
+            frames.reverse()
+            while frames:
+                yield frames.pop()
             await self._look_in_outbox.wait()
             self._look_in_outbox.clear()
 
@@ -643,6 +646,8 @@ class DriverChannel:
                 self._look_in_outbox.set()
             elif not self._comes_through_outbox(message):
                 yield message
+            # Not kept while waiting for the next: a nudge carries a whole push.
+            del message
 
     def _comes_through_outbox(self, message: Mapping[str, Any]) -> bool:
         data = message.get("data")

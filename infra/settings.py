@@ -93,6 +93,12 @@ class ApiSettings(_Base):
     max_body_bytes: int = Field(default=1_048_576, ge=1_024)
     # When set, /metrics asks for it as a bearer token; required in production.
     metrics_token: str | None = Field(default=None, min_length=16)
+    # The garbage collector's third threshold in each api process (Python's default is
+    # 10): a full collection, which stops the process while it walks every object of
+    # every open websocket, runs only after this many collections of the middle
+    # generation. Start-up's objects are frozen out of collections whatever it is
+    # (``api.app.freeze_start_up``).
+    gc_gen2_threshold: int = Field(default=1_000, ge=1, le=1_000_000)
 
 
 def _http_url(value: str) -> str:

@@ -1,15 +1,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from typing import Any
+import weakref
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any, cast
 
 import httpx
 import pytest
+from fastapi import WebSocket
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.websockets import WebSocketState
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
+from api.websocket import serve
+from infra.clock import utcnow
 from infra.settings import Settings
 from tests.factories import make_account, make_admin
 
@@ -88,3 +96,72 @@ async def test_logout_is_pushed_to_open_sockets(
         event = await _next(ws)
         assert event["event"] == "SessionRevoked"
         assert event["data"]["reason"] == "logout"
+
+
+# What a connection keeps between frames.
+
+
+class _Tracked(dict[str, Any]):
+    """A frame a weak reference can follow."""
+
+
+class _Socket:
+    """Just enough of a websocket for ``serve``: frames in through a queue, and out as
+    JSON text, so that nothing here holds a frame sent."""
+
+    def __init__(self) -> None:
+        self.incoming: asyncio.Queue[str] = asyncio.Queue()
+        self.sent: list[str] = []
+        self.client_state = WebSocketState.CONNECTED
+
+    async def accept(self) -> None:
+        pass
+
+    async def send_json(self, data: Any) -> None:
+        self.sent.append(json.dumps(data))
+
+    async def receive_text(self) -> str:
+        return await self.incoming.get()
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        self.client_state = WebSocketState.DISCONNECTED
+
+
+async def test_an_idle_connection_keeps_no_frame_it_sent() -> None:
+    kept: list[weakref.ref[_Tracked]] = []
+
+    def tracked(**frame: Any) -> _Tracked:
+        made = _Tracked(frame)
+        kept.append(weakref.ref(made))
+        return made
+
+    async def on_message(message: dict[str, Any]) -> dict[str, Any]:
+        return tracked(type="ok", ref=message.get("id"), ride={"id": "r-1"})
+
+    async def pushes() -> AsyncIterator[dict[str, Any]]:
+        yield tracked(type="offer", offer_id="o-1")
+        await asyncio.Event().wait()
+
+    socket = _Socket()
+    served = asyncio.create_task(
+        serve(
+            cast(WebSocket, socket),
+            on_message=on_message,
+            sources=[pushes()],
+            expires_at=utcnow() + timedelta(hours=1),
+            hello={"type": "hello"},
+        )
+    )
+    await socket.incoming.put(json.dumps({"type": "accept", "id": 1}))
+    for _ in range(100):
+        if len(socket.sent) == 3:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    assert sorted(json.loads(text)["type"] for text in socket.sent) == ["hello", "offer", "ok"]
+    # Sent, and then referenced by nothing while the connection waits for more.
+    assert len(kept) == 2
+    assert [ref() for ref in kept] == [None, None]
+    served.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await served

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from types import AsyncGeneratorType
 from typing import Any, TypeVar
 
 import pytest
@@ -553,6 +554,25 @@ async def test_a_heartbeat_looks_in_the_outbox(
     assert not first_push.done()
     await channel.handle({"type": "heartbeat"})
     assert await asyncio.wait_for(first_push, 5) == {"type": "offer", "message_id": message_id}
+    await pushes.aclose()
+
+
+async def test_a_connection_waiting_for_its_next_push_keeps_none_it_sent(
+    channel: DriverChannel, live: LiveState, driver_id: uuid.UUID
+) -> None:
+    for n in (1, 2):
+        await live.push_to_driver(driver_id, {"type": "offer", "n": n})
+    pushes = channel.outbox_frames()
+    assert [(await next_of(pushes))["n"] for _ in range(2)] == [1, 2]
+    waiting = asyncio.create_task(next_of(pushes))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    # Suspended until the next push: nothing of the two it handed out in its locals.
+    assert isinstance(pushes, AsyncGeneratorType)
+    assert pushes.ag_frame is not None
+    held = pushes.ag_frame.f_locals.values()
+    assert [value for value in held if isinstance(value, dict | list) and value] == []
+    await cancelled(waiting)
     await pushes.aclose()
 
 
