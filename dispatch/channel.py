@@ -65,6 +65,7 @@ drops out of offers by liveness.
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -467,6 +468,10 @@ class DriverChannel:
         self._told_rider_at: datetime | None = None
         # The newest outbox message sent on this connection, as (ms, sequence).
         self._delivered_through: tuple[int, int] | None = None
+        # Outbox messages sent straight from their nudge, ahead of the outbox look that
+        # moves ``_delivered_through`` past them.
+        self._sent_ahead: set[str] = set()
+        self._looked = False
         self._outbox_lock = asyncio.Lock()
         self._look_in_outbox = asyncio.Event()
         self._closed = False
@@ -615,8 +620,14 @@ class DriverChannel:
             for message in await self.live.unacked(self.driver_id):
                 order = _stream_order(message.message_id)
                 if self._delivered_through is None or order > self._delivered_through:
-                    fresh.append({**message.body, "message_id": message.message_id})
+                    if message.message_id not in self._sent_ahead:
+                        fresh.append({**message.body, "message_id": message.message_id})
                     self._delivered_through = order
+            self._looked = True
+            through = self._delivered_through
+            self._sent_ahead = {
+                m for m in self._sent_ahead if through is None or _stream_order(m) > through
+            }
             return fresh
 
     async def outbox_frames(self) -> AsyncGenerator[Frame, None]:
@@ -642,12 +653,30 @@ class DriverChannel:
         connection look in the outbox; a ride event naming this driver comes through the
         outbox (with a message id), not here; anything else is passed on."""
         async for message in messages:
-            if isinstance(message.get("message_id"), str):
+            message_id = message.get("message_id")
+            if isinstance(message_id, str):
+                if self._may_send_ahead(message_id):
+                    # The nudge carries the whole push: sent now, without a round trip
+                    # to the outbox. The look that follows still finds anything a lost
+                    # nudge left there, and does not send this one again.
+                    self._sent_ahead.add(message_id)
+                    yield message
                 self._look_in_outbox.set()
             elif not self._comes_through_outbox(message):
                 yield message
             # Not kept while waiting for the next: a nudge carries a whole push.
             del message
+
+    def _may_send_ahead(self, message_id: str) -> bool:
+        """A nudge's push may go out before the outbox is read once the connection has
+        had its first look (which sends every unacknowledged message, in order) and if
+        nothing sent it yet."""
+        if not self._looked or not _STREAM_ID_SHAPE.match(message_id):
+            return False
+        through = self._delivered_through
+        return (
+            through is None or _stream_order(message_id) > through
+        ) and message_id not in self._sent_ahead
 
     def _comes_through_outbox(self, message: Mapping[str, Any]) -> bool:
         data = message.get("data")
@@ -715,6 +744,9 @@ async def sync_trip(live: LiveState, driver_id: uuid.UUID, ride: RideRead) -> No
         )
     else:
         await live.clear_trip(driver_id, ride.id)
+
+
+_STREAM_ID_SHAPE = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 
 def _stream_order(message_id: str) -> tuple[int, int]:

@@ -532,13 +532,45 @@ async def test_a_nudge_on_the_user_channel_sends_the_push_at_once(
         await asyncio.sleep(0.1)
         assert not first_push.done()
         message_id = await deliver(live, driver_id, {"type": "offer", "offer_id": "o-1"})
-        pushed = await asyncio.wait_for(first_push, 5)
-        assert pushed == {"type": "offer", "offer_id": "o-1", "message_id": message_id}
+        # Sent from the nudge itself, without a round trip to the outbox...
+        sent = await asyncio.wait_for(passed_on, 5)
+        assert sent == {"type": "offer", "offer_id": "o-1", "message_id": message_id}
         await asyncio.sleep(0.1)
-        # The nudge itself is not passed on: the push went out once, from the outbox.
-        assert not passed_on.done()
-        await cancelled(passed_on)
+        # ...and once: the look in the outbox the nudge also asks for skips it.
+        assert not first_push.done()
+        assert await live.unacked(driver_id) != []  # still there until acknowledged
+        await cancelled(first_push)
         await pushes.aclose()
+
+
+async def test_a_nudge_before_the_first_look_waits_for_the_outbox_and_goes_once(
+    channel: DriverChannel, live: LiveState, driver_id: uuid.UUID
+) -> None:
+    message_id = await live.push_to_driver(driver_id, {"type": "offer", "n": 1})
+
+    async def nudged() -> AsyncIterator[dict[str, Any]]:
+        yield {"type": "offer", "n": 1, "message_id": message_id}
+
+    # Before the connection's first look, the outbox sends everything, in order.
+    assert [m async for m in channel.notifications(nudged())] == []
+    assert [f["message_id"] for f in await channel.undelivered()] == [message_id]
+    assert [m async for m in channel.notifications(nudged())] == []
+
+
+async def test_a_push_whose_nudge_was_lost_still_comes_from_the_outbox(
+    channel: DriverChannel, live: LiveState, driver_id: uuid.UUID
+) -> None:
+    assert await channel.undelivered() == []
+    lost = await live.push_to_driver(driver_id, {"type": "offer", "n": 1})
+    nudged = await live.push_to_driver(driver_id, {"type": "offer", "n": 2})
+
+    async def messages() -> AsyncIterator[dict[str, Any]]:
+        yield {"type": "offer", "n": 2, "message_id": nudged}
+
+    assert [m["n"] async for m in channel.notifications(messages())] == [2]
+    # The look finds the one whose nudge never came, and not the one already sent.
+    assert [f["message_id"] for f in await channel.undelivered()] == [lost]
+    assert await channel.undelivered() == []
 
 
 async def test_a_heartbeat_looks_in_the_outbox(
