@@ -82,6 +82,8 @@ def create_app(
         try:
             async with driver_ws.driver_channels(app.state.resources) as channels:
                 app.state.driver_channels = channels
+                # One Redis pub/sub connection for every socket of the process.
+                app.state.fanout = channels.fanout
                 freeze_start_up(settings.api)
                 yield
         finally:

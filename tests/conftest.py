@@ -27,6 +27,7 @@ from api.state import Resources
 from infra.clock import SystemClock
 from infra.db import create_engine
 from infra.deploy.services import pid_alive
+from infra.fanout import Fanout
 from infra.migrations import upgrade
 from infra.redis import create_redis
 from infra.settings import (
@@ -197,16 +198,24 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def live_server(app: FastAPI) -> AsyncIterator[str]:
-    """The app behind a real uvicorn on a free loopback port, for websocket tests."""
+    """The app behind a real uvicorn on a free loopback port, for websocket tests. The
+    lifespan is off (the test owns the resources), so the process's pub/sub fan-out,
+    which the lifespan would start, is started here."""
+    fanout = Fanout(app.state.resources.redis)
+    await fanout.start()
+    app.state.fanout = fanout
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="off")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"127.0.0.1:{port}"
-    server.should_exit = True
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.wait_for(task, timeout=10)
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"127.0.0.1:{port}"
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=10)
+    finally:
+        await fanout.stop()

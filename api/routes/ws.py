@@ -3,10 +3,10 @@ from __future__ import annotations
 from fastapi import APIRouter, WebSocket
 
 from api.deps import websocket_principal
-from api.state import Resources
 from api.websocket import Frame, deny, error_frame, serve
 from infra.errors import DomainError
-from infra.pubsub import Subscription, user_channel
+from infra.fanout import Fanout
+from infra.pubsub import user_channel
 
 router = APIRouter(tags=["notifications"])
 
@@ -20,14 +20,15 @@ async def notifications(websocket: WebSocket) -> None:
     except DomainError as exc:
         await deny(websocket, exc)
         return
-    resources: Resources = websocket.app.state.resources
+    # The process's one pub/sub connection, shared with every other socket it holds.
+    fanout: Fanout = websocket.app.state.fanout
 
     async def on_message(message: Frame) -> Frame | None:
         if message["type"] == "ping":
             return {"type": "pong", "id": message.get("id")}
         return error_frame("unknown-type", f"Unknown frame type {message['type']!r}")
 
-    async with Subscription(resources.redis, user_channel(principal.user_id)) as inbox:
+    async with fanout.subscribe(user_channel(principal.user_id)) as inbox:
         await serve(
             websocket,
             on_message=on_message,

@@ -10,7 +10,8 @@ from typing import Any, cast
 
 import httpx
 import pytest
-from fastapi import WebSocket
+from fastapi import FastAPI, WebSocket
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.websockets import WebSocketState
 from websockets.asyncio.client import ClientConnection, connect
@@ -18,6 +19,7 @@ from websockets.exceptions import InvalidStatus
 
 from api.websocket import serve
 from infra.clock import utcnow
+from infra.pubsub import user_channel
 from infra.settings import Settings
 from tests.factories import make_account, make_admin
 
@@ -96,6 +98,24 @@ async def test_logout_is_pushed_to_open_sockets(
         event = await _next(ws)
         assert event["event"] == "SessionRevoked"
         assert event["data"]["reason"] == "logout"
+
+
+async def test_sockets_share_the_processs_one_pub_sub_connection(
+    live_server: str, client: httpx.AsyncClient, app: FastAPI, redis_client: Redis
+) -> None:
+    riders = [await make_account(client, "rider") for _ in range(3)]
+    before = await redis_client.pubsub_numsub(*(user_channel(r.user_id) for r in riders))
+    assert [count for _, count in before] == [0, 0, 0]
+    async with contextlib.AsyncExitStack() as stack:
+        for rider in riders:
+            ws = await stack.enter_async_context(
+                connect(f"ws://{live_server}/v1/ws", additional_headers=rider.headers)
+            )
+            await _next(ws)
+        # Each rider's channel is subscribed once, through the process's fan-out.
+        assert app.state.fanout.channels == 3
+        after = await redis_client.pubsub_numsub(*(user_channel(r.user_id) for r in riders))
+        assert [count for _, count in after] == [1, 1, 1]
 
 
 # What a connection keeps between frames.
