@@ -8,7 +8,9 @@ import json
 import os
 import platform
 import re
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -39,11 +41,51 @@ async def admin(server_url: str, statement: str) -> None:
         await connection.close()
 
 
+def _terminated(signum: int, frame: object) -> None:
+    # SIGTERM (a CI timeout, ``kill``) unwinds like Ctrl-C, so the database is dropped.
+    raise SystemExit(128 + signum)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def _drop_abandoned(server_url: str) -> None:
+    """Drops the scratch databases of benchmarks that died without cleaning up (SIGKILL):
+    their name ends with the pid of a process that no longer exists."""
+    connection = await asyncpg.connect(plain_url(server_url) + "/postgres")
+    try:
+        names = [
+            row["datname"]
+            for row in await connection.fetch(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'ridecoop_bench_%'"
+            )
+        ]
+        for name in names:
+            pid = name.rsplit("_", 1)[-1]
+            if pid.isdigit() and not _alive(int(pid)):
+                progress(f"dropping {name}, left by a benchmark that died")
+                await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
 @contextmanager
 def scratch_database(label: str) -> Iterator[str]:
-    """A migrated database of its own on the configured server, dropped afterwards."""
+    """A migrated database of its own on the configured server, dropped afterwards, also
+    when the benchmark is stopped with SIGTERM."""
     server = DatabaseSettings().async_url.rsplit("/", 1)[0]
     name = f"ridecoop_bench_{label}_{os.getpid()}"
+    asyncio.run(_drop_abandoned(server))
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminated)
     progress(f"creating scratch database {name}")
     asyncio.run(admin(server, f'CREATE DATABASE "{name}"'))
     try:
@@ -53,6 +95,8 @@ def scratch_database(label: str) -> Iterator[str]:
     finally:
         progress(f"dropping {name}")
         asyncio.run(admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def machine(postgresql: str | None = None) -> dict[str, Any]:
