@@ -11,11 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infra.clock import Clock
 from infra.jobs import Handler, Job
+from infra.logging import get_logger
 from infra.schedule import Periodic
+from payments.errors import PaymentProviderUnavailable
 from payments.flows import PaymentFlows
 from payments.reconciliation import run_reconciliation
 from payments.stripe_gateway import GatewayProtocol
 from payments.webhooks import STRIPE_EVENT_JOB, process_stripe_event, sweep_unprocessed_events
+
+log = get_logger(__name__)
 
 ADVANCE_EVERY_S = 10
 RECONCILE_EVERY_S = 3600
@@ -57,7 +61,11 @@ class PaymentTasks:
     async def reconcile(self, now: datetime) -> None:
         # Hourly on purpose: a day that failed (Stripe down) is retried the next hour; a
         # day with a finished run is not run again.
-        await run_reconciliation(self.sessionmaker, self.gateway, self.clock, now)
+        try:
+            await run_reconciliation(self.sessionmaker, self.gateway, self.clock, now)
+        except PaymentProviderUnavailable as down:
+            # Expected now and then, and retried: a warning, not an error with a trace.
+            log.warning("reconciliation_deferred", error=str(down))
 
     def periodic(self) -> list[Periodic]:
         return [

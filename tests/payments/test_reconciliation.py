@@ -11,14 +11,16 @@ import itertools
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import pytest
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infra.clock import FrozenClock, SystemClock
 from infra.settings import Settings
 from payments import ledger
-from payments.errors import ReportPeriodInvalid
+from payments.errors import PaymentProviderUnavailable, ReportPeriodInvalid
 from payments.ledger import AccountKind, Clawback
 from payments.ledger_service import LedgerService
 from payments.money import Money
@@ -29,7 +31,13 @@ from payments.reconciliation import (
 )
 from payments.schemas import ReconciliationDifference
 from payments.service import PaymentService
-from payments.stripe_gateway import MAX_PAGE_SIZE, StripeBalanceTransaction, StripeGateway
+from payments.stripe_gateway import (
+    MAX_PAGE_SIZE,
+    GatewayProtocol,
+    StripeBalanceTransaction,
+    StripeGateway,
+)
+from payments.tasks import PaymentTasks
 from tests.payments.test_statements import (
     LONG,
     MONDAY,
@@ -52,6 +60,7 @@ class FakeStripeBalance:
     def __init__(self) -> None:
         self.entries: list[StripeBalanceTransaction] = []
         self.listed = 0
+        self.down = False
 
     def add(
         self,
@@ -86,6 +95,8 @@ class FakeStripeBalance:
         page_size: int = MAX_PAGE_SIZE,
     ) -> AsyncIterator[StripeBalanceTransaction]:
         self.listed += 1
+        if self.down:
+            raise PaymentProviderUnavailable("Stripe could not be reached")
         for entry in sorted(self.entries, key=lambda e: (e.created_at, e.id), reverse=True):
             if created_from is not None and entry.created_at < created_from:
                 continue
@@ -398,6 +409,27 @@ async def test_the_daily_job_waits_an_hour_after_midnight_for_the_day_to_settle(
 
     [run] = await ReconciliationRuns(session).latest(10)
     assert (run.period_from, run.period_to) == (DAY[0] - timedelta(days=1), DAY[0])
+
+
+async def test_the_hourly_job_waits_out_a_stripe_outage_and_runs_the_next_hour(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    session: AsyncSession,
+    stripe: FakeStripeBalance,
+    clock: FrozenClock,
+    redis_client: Redis,
+) -> None:
+    tasks = PaymentTasks(sessionmaker, cast(GatewayProtocol, stripe), redis_client, clock)
+    stripe.add("charge", "ch_unknown4", 1_000, MONDAY)
+    tuesday = DAY[1] + timedelta(hours=3)
+    stripe.down = True
+
+    await tasks.reconcile(tuesday)  # deferred, not raised
+
+    assert await ReconciliationRuns(session).latest(10) == []
+    stripe.down = False
+    await tasks.reconcile(tuesday + timedelta(hours=1))
+    [run] = await ReconciliationRuns(session).latest(10)
+    assert kinds(run.differences) == [("missing_in_ledger", "charge", "ch_unknown4")]
 
 
 # Against localstripe, through the real SDK.
