@@ -84,6 +84,7 @@ from dispatch.locations import (
     LocationUpdate,
     Rejected,
     haversine_m,
+    jump_from,
     storable_coordinates,
     validate_update,
 )
@@ -530,6 +531,11 @@ class DriverChannel:
         verdict = validate_update(update, self.previous, now, self.channels.limits)
         if isinstance(verdict, Rejected):
             raise FrameRefused(verdict.reason_code, verdict.detail)
+        if self.previous is None and self.position is not None:
+            # The first after going online: not teleported from where that was.
+            jump = jump_from(self.position, update, self.channels.limits)
+            if jump is not None:
+                raise FrameRefused(jump.reason_code, jump.detail)
         region, trip = await self.channels.ingest.store(self.driver_id, update, now)
         if region is None:
             self.online = False
@@ -570,15 +576,23 @@ class DriverChannel:
                 f"({frame.lat}, {frame.lng}) is not a place a driver can be",
             )
         now = self.channels.clock.now()
+        here = LocationUpdate(frame.lat, frame.lng, None, None, None, now)
+        stored = await self.live.position(self.driver_id)
+        if stored is not None:
+            # Back on a new connection (the last one dropped, or a second device): from
+            # where the driver was last seen, not from anywhere.
+            jump = jump_from(stored.location, here, self.channels.limits)
+            if jump is not None:
+                raise FrameRefused(jump.reason_code, jump.detail)
         if self.shift_id is None:
             self.shift_id = await self.channels.shifts.open(self.driver_id, now)
         region = region_of(frame.lat, frame.lng)
         status = await self.live.set_online(self.driver_id, region, frame.lat, frame.lng, now)
         self.online = True
-        # The first position after going online is not checked against this one, which
-        # carries the server's time, not the device's.
+        # The first position after going online is checked against this one with
+        # ``jump_from`` only: this carries the server's time, not the device's.
         self.previous = None
-        self.position = LocationUpdate(frame.lat, frame.lng, None, None, None, now)
+        self.position = here
         return ok_frame(frame.id, status=status, region=region, shift_id=str(self.shift_id))
 
     async def _go_offline(self, frame: GoOffline) -> Frame:

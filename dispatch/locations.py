@@ -203,3 +203,32 @@ def validate_update(
             f"GPS accuracy; limit {limits.max_speed_mps:g} m/s)",
         )
     return Accepted(update)
+
+
+def jump_from(
+    anchor: LocationUpdate, update: LocationUpdate, limits: LocationLimits = DEFAULT_LIMITS
+) -> Rejected | None:
+    """Whether getting from ``anchor`` to ``update`` was physically impossible, when the
+    two were not stamped by the same clock: ``anchor`` is a position the server stamped
+    (where the driver went online) or one an earlier connection stored, ``update`` comes
+    from the device or the server. The clock-skew allowance is added to the elapsed time,
+    so only a jump impossible whatever the clocks' difference is refused; beyond
+    ``jump_check_window_s`` anything goes, as in :func:`validate_update`."""
+    elapsed_s = (update.recorded_at - anchor.recorded_at).total_seconds()
+    elapsed_s = max(1.0, elapsed_s + limits.max_clock_skew_s)
+    if elapsed_s > limits.jump_check_window_s:
+        return None
+    slack_m = min(
+        limits.max_accuracy_slack_m,
+        (limits.default_accuracy_m if update.accuracy_m is None else update.accuracy_m)
+        + (limits.default_accuracy_m if anchor.accuracy_m is None else anchor.accuracy_m),
+    )
+    distance_m = haversine_m(anchor.lat, anchor.lng, update.lat, update.lng)
+    implied_mps = max(0.0, distance_m - slack_m) / elapsed_s
+    if implied_mps <= limits.max_speed_mps:
+        return None
+    return Rejected(
+        "impossible-speed",
+        f"{distance_m:.0f} m from the last known position in {elapsed_s:.0f} s "
+        f"({implied_mps:.1f} m/s; limit {limits.max_speed_mps:g} m/s)",
+    )

@@ -354,6 +354,53 @@ async def test_after_a_refused_position_the_next_good_one_is_checked_against_the
     assert stored.location.lat == north_of(TIMES_SQUARE, 20).lat
 
 
+FAR = north_of(TIMES_SQUARE, 50_000)
+
+
+async def test_the_first_position_after_going_online_cannot_teleport(
+    channel: DriverChannel, live: LiveState, driver_id: uuid.UUID, clock: FrozenClock
+) -> None:
+    await online(channel)
+    clock.set(clock.now() + timedelta(seconds=10))
+    jump = await channel.handle(location(FAR, clock.now()))
+    assert jump is not None
+    assert jump["code"] == "impossible-speed"
+    stored = await live.position(driver_id)
+    assert stored is not None
+    assert (stored.location.lat, stored.location.lng) == START
+    # Where it went online, a device clock a little behind the server's is no jump.
+    assert await channel.handle(location(START, clock.now() - timedelta(seconds=12))) is None
+
+
+async def test_a_new_connection_goes_online_only_near_where_the_driver_was_last_seen(
+    channels: DriverChannels, live: LiveState, driver_id: uuid.UUID, clock: FrozenClock
+) -> None:
+    first = channels.connect(driver_id)
+    await online(first)
+    assert await first.handle(location(START, clock.now())) is None
+    # The connection drops (no go_offline); ten seconds later, another one.
+    clock.set(clock.now() + timedelta(seconds=10))
+    again = channels.connect(driver_id)
+    refused = await again.handle({"type": "go_online", "lat": FAR.lat, "lng": FAR.lng, "id": 2})
+    assert refused is not None
+    assert refused["code"] == "impossible-speed"
+    assert refused["ref"] == 2
+    stored = await live.position(driver_id)
+    assert stored is not None
+    assert (stored.location.lat, stored.location.lng) == START
+    nearby = north_of(TIMES_SQUARE, 100)
+    assert (await online(again, (nearby.lat, nearby.lng)))["status"] == "available"
+
+
+async def test_far_from_where_the_driver_was_seen_long_ago_is_no_jump(
+    channels: DriverChannels, driver_id: uuid.UUID, clock: FrozenClock
+) -> None:
+    first = channels.connect(driver_id)
+    await online(first)
+    clock.set(clock.now() + timedelta(minutes=10))
+    assert (await online(channels.connect(driver_id), (FAR.lat, FAR.lng)))["type"] == "ok"
+
+
 # Liveness.
 
 
