@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 
+from infra.deploy.services import pid_alive
 from infra.migrations import upgrade
 from infra.settings import DatabaseSettings
 
@@ -46,16 +47,6 @@ def _terminated(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 async def _drop_abandoned(server_url: str) -> None:
     """Drops the scratch databases of benchmarks that died without cleaning up (SIGKILL):
     their name ends with the pid of a process that no longer exists."""
@@ -69,7 +60,7 @@ async def _drop_abandoned(server_url: str) -> None:
         ]
         for name in names:
             pid = name.rsplit("_", 1)[-1]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 progress(f"dropping {name}, left by a benchmark that died")
                 await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
