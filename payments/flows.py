@@ -265,6 +265,11 @@ class PaymentFlows:
                     outcomes[ride_id] = RidePaymentNotFound()
                 elif payment.status not in (S.capturing, S.cancelling) or payment.split is None:
                     outcomes[ride_id] = RidePaymentRead.model_validate(payment)
+                elif payment.payment_intent_id is None:
+                    outcomes[ride_id] = RidePaymentStateConflict(
+                        f"the payment of ride {ride_id} holds no authorization to capture",
+                        payment_status=payment.status,
+                    )
                 else:
                     plan.append((payment, service.capture_amount(payment)))
         answers = await self._call_stripe(
