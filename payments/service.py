@@ -678,10 +678,6 @@ class PaymentService:
         await self.rides.update_many(changes)
         return [ride_id for ride_id, _, _ in transfers]
 
-    async def transferred_nothing(self, ride_id: uuid.UUID) -> None:
-        """Nothing is left to transfer (all of it offset or clawed back)."""
-        await self.rides.update(ride_id, None, {"next_attempt_at": None})
-
     async def transfer_waits(self, ride_id: uuid.UUID) -> None:
         """The driver cannot receive transfers yet (no onboarded account): check again later."""
         await self.rides.update(
