@@ -68,10 +68,14 @@ from dispatch.matching import (
     Policy,
     match,
 )
-from dispatch.models import MatchDecision
 from dispatch.offers import MadeOffer, OfferService, PlannedOffer, forget, push, remember
 from dispatch.regions import regions_near
-from dispatch.repository import FairnessRepository, MatchDecisionRepository, OfferRepository
+from dispatch.repository import (
+    FairnessRepository,
+    MatchDecisionRepository,
+    NewDecision,
+    OfferRepository,
+)
 from dispatch.schemas import OfferRead, RideRead
 from governance.service import FAIRNESS_KEY, GovernedParameterService
 from infra.clock import Clock, SystemClock
@@ -472,12 +476,12 @@ class Dispatcher:
     ) -> list[PlannedOffer]:
         """Stores every decision that had a candidate; returns the chosen pairs."""
         stored_params = _params_json(params, result)
-        rows: list[MatchDecision] = []
+        rows: list[NewDecision] = []
         planned: list[PlannedOffer] = []
         for decision in result.decisions:
             if not decision.candidates:
                 continue
-            row = MatchDecision(
+            row = NewDecision(
                 id=new_id(),
                 ride_id=decision.request_id,
                 region=region,

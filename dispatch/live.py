@@ -66,6 +66,7 @@ from redis.asyncio import Redis
 
 from dispatch.locations import LocationUpdate, storable_coordinates
 from dispatch.regions import region_of
+from infra.pubsub import user_channel
 
 PREFIX = "live:"
 DRIVER_PREFIX = f"{PREFIX}driver:"
@@ -391,6 +392,25 @@ return 0
 """
 
 
+# KEYS: the drivers' outboxes. ARGV: max length, retention ms, then for each outbox its
+# message (a JSON object) and the pub/sub channel to nudge. Each message is kept in its
+# outbox, then published with its new id as "message_id" (spliced in front of the
+# object's first member): one round trip for a whole window's pushes.
+_DELIVER = """
+local ids = {}
+for i, key in ipairs(KEYS) do
+  local body = ARGV[2 * i + 1]
+  local id = redis.call('XADD', key, 'MAXLEN', ARGV[1], '*', 'body', body)
+  redis.call('PEXPIRE', key, ARGV[2])
+  local rest = string.sub(body, 2)
+  if rest ~= '}' then rest = ',' .. rest end
+  redis.call('PUBLISH', ARGV[2 * i + 2], '{"message_id":"' .. id .. '"' .. rest)
+  ids[i] = id
+end
+return ids
+"""
+
+
 class LiveState:
     """The live state of dispatch in one Redis; see the module docstring for the keys."""
 
@@ -443,6 +463,7 @@ class LiveState:
         self._offer_for_driver = redis.register_script(_OFFER_FOR_DRIVER)
         self._renew_lease = redis.register_script(_RENEW_LEASE)
         self._release_lease = redis.register_script(_RELEASE_LEASE)
+        self._deliver = redis.register_script(_DELIVER)
 
     # Drivers
 
@@ -699,13 +720,28 @@ class LiveState:
                 key = outbox_key(driver_id)
                 pipe.xadd(
                     key,
-                    {"body": json.dumps(dict(message), separators=(",", ":"))},
+                    {"body": _json(message)},
                     maxlen=self.outbox_max_len,
                     approximate=False,
                 )
                 pipe.pexpire(key, retention_ms)
             replies = await pipe.execute()
         return [str(message_id) for message_id in replies[::2]]
+
+    async def deliver_to_drivers(
+        self, messages: Sequence[tuple[uuid.UUID, Mapping[str, Any]]]
+    ) -> list[str]:
+        """Pushes each message to its driver's outbox (as :meth:`push_to_drivers`) and
+        publishes it with its ``message_id`` on the driver's user channel, which wakes the
+        api worker holding their websocket: one round trip for them all. The ids in
+        order."""
+        if not messages:
+            return []
+        args: list[str | int] = [self.outbox_max_len, _duration_ms(self.outbox_retention_s)]
+        for driver_id, message in messages:
+            args += [_json(message), user_channel(driver_id)]
+        ids = await self._deliver(keys=[outbox_key(d) for d, _ in messages], args=args)
+        return [str(message_id) for message_id in ids]
 
     async def unacked(self, driver_id: uuid.UUID) -> list[OutboxMessage]:
         """The driver's messages not yet acknowledged, oldest first: what a reconnect
@@ -847,6 +883,10 @@ def _ms(moment: datetime) -> int:
 
 def _at(ms: str | int) -> datetime:
     return datetime.fromtimestamp(int(ms) / 1000, UTC)
+
+
+def _json(message: Mapping[str, Any]) -> str:
+    return json.dumps(dict(message), separators=(",", ":"))
 
 
 def _duration_ms(seconds: float) -> int:

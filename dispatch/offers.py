@@ -44,7 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from dispatch.errors import OfferExpired, OfferNotFound, OfferNotYours, RideNotFound
 from dispatch.live import LiveState, LiveTrip
 from dispatch.models import Offer
-from dispatch.repository import OFFERED, OfferDetails, OfferRepository
+from dispatch.repository import OFFERED, NewOffer, OfferDetails, OfferRepository
 from dispatch.schemas import OfferAcceptance, OfferRead, RideRead
 from dispatch.service import RideService
 from infra.clock import Clock
@@ -52,7 +52,7 @@ from infra.db import transaction
 from infra.events import EventBuffer
 from infra.ids import new_id
 from infra.logging import get_logger
-from infra.pubsub import publish, publish_events, user_channel
+from infra.pubsub import publish_events
 
 log = get_logger(__name__)
 
@@ -136,26 +136,39 @@ class OfferService:
         (from :meth:`details`, read before matching so that it does not delay the
         offers) is read here if missing."""
         expires_at = self.live.offer_expiry(now)
-        rows = [
-            Offer(
+        wanted = [
+            NewOffer(
                 id=new_id(),
                 ride_id=plan.ride_id,
                 driver_id=plan.driver_id,
                 decision_id=plan.decision_id,
-                status=OFFERED,
                 pickup_eta_s=math.ceil(plan.pickup_eta_s),
-                offered_at=now,
-                expires_at=expires_at,
-                responded_at=None,
             )
             for plan in planned
         ]
-        stored = await self.offers.insert_live(rows)
+        stored = await self.offers.insert_live(wanted, now, expires_at)
+        made = [offer for offer in wanted if offer.id in stored]
         known = dict(details or {})
-        missing = [offer.ride_id for offer in stored if offer.ride_id not in known]
+        missing = [offer.ride_id for offer in made if offer.ride_id not in known]
         if missing:
             known.update(await self.offers.details(missing))
-        return [MadeOffer(offer_read(offer), known[offer.ride_id]) for offer in stored]
+        return [
+            MadeOffer(
+                OfferRead(
+                    id=offer.id,
+                    ride_id=offer.ride_id,
+                    driver_id=offer.driver_id,
+                    decision_id=offer.decision_id,
+                    status=OFFERED,
+                    pickup_eta_s=offer.pickup_eta_s,
+                    offered_at=now,
+                    expires_at=expires_at,
+                    responded_at=None,
+                ),
+                known[offer.ride_id],
+            )
+            for offer in made
+        ]
 
     async def details(self, ride_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, OfferDetails]:
         """What offers for these rides would tell their drivers."""
@@ -234,21 +247,15 @@ def _without_pin(ride: RideRead) -> RideRead:
 
 
 async def push(live: LiveState, made: Sequence[MadeOffer]) -> None:
-    """Pushes committed offers to their drivers in two pipelined round trips: every frame
-    into its driver's outbox (as ``LiveState.push_to_driver`` does one), then every
-    nudge with its message id (as :func:`deliver` does one), so the last driver of a
-    large window hears of the offer milliseconds after the first. A push that fails is
+    """Pushes committed offers to their drivers in one round trip
+    (``LiveState.deliver_to_drivers``): every frame into its driver's outbox and out on
+    their channel with its message id, as :func:`deliver` does one. A push that fails is
     logged: the offer stands, and the driver's app finds it in its outbox on reconnect
     or lets it expire."""
     if not made:
         return
-    frames = [(offer.offer.driver_id, offer.frame()) for offer in made]
     try:
-        message_ids = await live.push_to_drivers(frames)
-        async with live.redis.pipeline(transaction=False) as pipe:
-            for (driver_id, frame), message_id in zip(frames, message_ids, strict=True):
-                pipe.publish(user_channel(driver_id), _json({**frame, "message_id": message_id}))
-            await pipe.execute()
+        await live.deliver_to_drivers([(offer.offer.driver_id, offer.frame()) for offer in made])
     except Exception:
         log.exception("offer_push_failed", offers=len(made))
 
@@ -270,10 +277,9 @@ def _json(message: Mapping[str, Any]) -> str:
 
 
 async def deliver(live: LiveState, driver_id: uuid.UUID, frame: dict[str, Any]) -> str:
-    """Stores the frame in the driver's outbox until they acknowledge it, then nudges the
+    """Stores the frame in the driver's outbox until they acknowledge it, and nudges the
     api worker holding their websocket with it (and its message id) over pub/sub."""
-    message_id = await live.push_to_driver(driver_id, frame)
-    await publish(live.redis, user_channel(driver_id), {**frame, "message_id": message_id})
+    (message_id,) = await live.deliver_to_drivers([(driver_id, frame)])
     return message_id
 
 

@@ -21,7 +21,6 @@ from sqlalchemy import (
     exists,
     extract,
     func,
-    insert,
     literal,
     not_,
     select,
@@ -367,62 +366,85 @@ class OfferDetails:
     trip_duration_s: int
 
 
+@dataclass(frozen=True, slots=True)
+class NewOffer:
+    """An offer a window wants to make (``OfferRepository.insert_live``)."""
+
+    id: uuid.UUID
+    ride_id: uuid.UUID
+    driver_id: uuid.UUID
+    decision_id: uuid.UUID
+    pickup_eta_s: int
+
+
+# The rides locked FOR SHARE in id order before anything is inserted (MATERIALIZED: the
+# lock is taken once, by the CTE, whatever plan the insert gets).
+_INSERT_LIVE_OFFERS = text(
+    """
+WITH open_rides AS MATERIALIZED (
+    SELECT r.id, r.excluded_driver_ids
+      FROM rides AS r
+     WHERE r.id = ANY(CAST(:ride_ids AS uuid[])) AND r.status = 'matching'
+     ORDER BY r.id
+       FOR SHARE
+)
+INSERT INTO offers (id, ride_id, driver_id, decision_id, status, pickup_eta_s,
+                    offered_at, expires_at)
+SELECT o.id, o.ride_id, o.driver_id, o.decision_id, 'offered', o.pickup_eta_s,
+       :offered_at, :expires_at
+  FROM unnest(CAST(:ids AS uuid[]), CAST(:ride_ids AS uuid[]), CAST(:driver_ids AS uuid[]),
+              CAST(:decision_ids AS uuid[]), CAST(:etas AS integer[]))
+       AS o(id, ride_id, driver_id, decision_id, pickup_eta_s)
+  JOIN open_rides AS r ON r.id = o.ride_id
+ WHERE o.driver_id <> ALL(COALESCE(r.excluded_driver_ids, '{}'))
+   AND NOT EXISTS (
+        SELECT 1 FROM rides AS busy
+         WHERE busy.driver_id = o.driver_id
+           AND busy.status IN ('driver_assigned', 'driver_arrived', 'in_progress'))
+    ON CONFLICT DO NOTHING
+RETURNING id
+"""
+).columns(id=Uuid(as_uuid=True))
+
+
 class OfferRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def insert_live(self, offers: Sequence[Offer]) -> list[Offer]:
-        """Inserts live offers and returns those stored. An offer is skipped when its
-        ride or its driver already holds a live one (a concurrent dispatcher got there
-        first: the partial unique indexes decide), when its ride left matching or
-        excludes the driver, or when its driver took a ride meanwhile.
+    async def insert_live(
+        self, offers: Sequence[NewOffer], offered_at: datetime, expires_at: datetime
+    ) -> set[uuid.UUID]:
+        """Inserts live offers in one statement and returns the ids of those stored. An
+        offer is skipped when its ride or its driver already holds a live one (a
+        concurrent dispatcher got there first: the partial unique indexes decide), when
+        its ride left matching or excludes the driver, or when its driver took a ride
+        meanwhile.
 
         The unique indexes alone would not do: an offer accepted just after the window
         read its rides is no longer live, so a second offer for the now assigned ride
-        would pass them. The rides are locked (shared, in id order) and read again
-        first; an accept, a decline or a cancellation of one of them, which lock the
-        ride's row too, either committed before (and is seen) or waits for this
+        would pass them. The statement locks the rides first (shared, in id order) and
+        reads them again; an accept, a decline or a cancellation of one of them, which
+        lock the ride's row too, either committed before (and is seen) or waits for this
         transaction. A driver who accepts another ride at the same moment can still be
-        offered one; their accept of it is refused (``DriverBusy``) and it expires."""
+        offered one; their accept of it is refused (``DriverBusy``) and it expires.
+
+        One statement, because it stands between a window's decision and its offers
+        reaching the drivers: one round trip, no ORM objects."""
         if not offers:
-            return []
-        open_rides = await self.session.execute(
-            select(Ride.id, Ride.excluded_driver_ids)
-            .where(Ride.id.in_({offer.ride_id for offer in offers}), Ride.status == _MATCHING)
-            .order_by(Ride.id)
-            .with_for_update(read=True)
-        )
-        excluded = {ride_id: set(drivers) for ride_id, drivers in open_rides.all()}
-        busy = await self.drivers_with_rides_under_way([offer.driver_id for offer in offers])
-        wanted = [
-            offer
-            for offer in offers
-            if offer.ride_id in excluded
-            and offer.driver_id not in excluded[offer.ride_id]
-            and offer.driver_id not in busy
-        ]
-        if not wanted:
-            return []
-        # Sent as one executemany, which SQLAlchemy batches into multi-row INSERTs from a
-        # statement compiled once: a window's offers cost a few milliseconds.
+            return set()
         result = await self.session.execute(
-            pg_insert(Offer).on_conflict_do_nothing().returning(Offer.id),
-            [
-                {
-                    "id": offer.id,
-                    "ride_id": offer.ride_id,
-                    "driver_id": offer.driver_id,
-                    "decision_id": offer.decision_id,
-                    "status": offer.status,
-                    "pickup_eta_s": offer.pickup_eta_s,
-                    "offered_at": offer.offered_at,
-                    "expires_at": offer.expires_at,
-                }
-                for offer in wanted
-            ],
+            _INSERT_LIVE_OFFERS,
+            {
+                "ids": [offer.id for offer in offers],
+                "ride_ids": [offer.ride_id for offer in offers],
+                "driver_ids": [offer.driver_id for offer in offers],
+                "decision_ids": [offer.decision_id for offer in offers],
+                "etas": [offer.pickup_eta_s for offer in offers],
+                "offered_at": offered_at,
+                "expires_at": expires_at,
+            },
         )
-        stored = set(result.scalars())
-        return [offer for offer in wanted if offer.id in stored]
+        return set(result.scalars())
 
     async def get(self, offer_id: uuid.UUID) -> Offer | None:
         result = await self.session.execute(
@@ -594,28 +616,58 @@ class OfferRepository:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class NewDecision:
+    """A window's decision for one request, as ``match_decisions`` stores it."""
+
+    id: uuid.UUID
+    ride_id: uuid.UUID
+    region: str
+    policy: str
+    window_at: datetime
+    chosen_driver_id: uuid.UUID | None
+    candidates: list[dict[str, Any]]
+    params: dict[str, Any]
+
+
+_ADD_DECISIONS = text(
+    """
+INSERT INTO match_decisions (id, ride_id, region, policy, window_at, chosen_driver_id,
+                             candidates, params)
+SELECT d.id, d.ride_id, d.region, d.policy, d.window_at, d.chosen_driver_id,
+       CAST(d.candidates AS jsonb), CAST(d.params AS jsonb)
+  FROM unnest(CAST(:ids AS uuid[]), CAST(:ride_ids AS uuid[]), CAST(:regions AS text[]),
+              CAST(:policies AS text[]), CAST(:window_ats AS timestamptz[]),
+              CAST(:chosen AS uuid[]), CAST(:candidates AS text[]), CAST(:params AS text[]))
+       AS d(id, ride_id, region, policy, window_at, chosen_driver_id, candidates, params)
+"""
+)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
 class MatchDecisionRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def add_many(self, decisions: Sequence[MatchDecision]) -> None:
+    async def add_many(self, decisions: Sequence[NewDecision]) -> None:
+        """Inserts the decisions in one statement (a window's, before its offers)."""
         if not decisions:
             return
         await self.session.execute(
-            insert(MatchDecision),
-            [
-                {
-                    "id": decision.id,
-                    "ride_id": decision.ride_id,
-                    "region": decision.region,
-                    "policy": decision.policy,
-                    "window_at": decision.window_at,
-                    "chosen_driver_id": decision.chosen_driver_id,
-                    "candidates": decision.candidates,
-                    "params": decision.params,
-                }
-                for decision in decisions
-            ],
+            _ADD_DECISIONS,
+            {
+                "ids": [d.id for d in decisions],
+                "ride_ids": [d.ride_id for d in decisions],
+                "regions": [d.region for d in decisions],
+                "policies": [d.policy for d in decisions],
+                "window_ats": [d.window_at for d in decisions],
+                "chosen": [d.chosen_driver_id for d in decisions],
+                "candidates": [_json(d.candidates) for d in decisions],
+                "params": [_json(d.params) for d in decisions],
+            },
         )
 
     async def get(self, decision_id: uuid.UUID) -> MatchDecision | None:

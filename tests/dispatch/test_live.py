@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -11,12 +12,14 @@ from dispatch.live import (
     SEEN_KEY,
     LiveState,
     NearbyDriver,
+    OutboxMessage,
     driver_key,
     geo_key,
     offer_key,
 )
 from dispatch.locations import LocationUpdate
 from dispatch.regions import region_of
+from infra.pubsub import user_channel
 
 LIVENESS_S = 30.0
 TIMES_SQUARE = (40.7580, -73.9855)
@@ -617,3 +620,40 @@ async def test_each_driver_has_their_own_outbox(live: LiveState) -> None:
     await live.push_to_driver(uuid.uuid4(), {"n": 1})
 
     assert await live.unacked(uuid.uuid4()) == []
+
+
+async def test_delivering_keeps_each_push_and_publishes_it_with_its_id(
+    live: LiveState, redis_client: Redis
+) -> None:
+    drivers = [uuid.uuid4(), uuid.uuid4(), uuid.uuid4()]
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(*(user_channel(d) for d in drivers))
+    try:
+        for _ in drivers:
+            await pubsub.get_message(timeout=1)  # the subscription confirmations
+        messages = [
+            {"type": "offer", "text": 'quote " and } brace', "n": 1},
+            {"type": "offer", "n": 2},
+            {},
+        ]
+
+        ids = await live.deliver_to_drivers(list(zip(drivers, messages, strict=True)))
+
+        published: list[tuple[str, dict[str, object]]] = []
+        while len(published) < len(drivers):
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+            assert message is not None
+            published.append((message["channel"], json.loads(message["data"])))
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+    assert published == [
+        (user_channel(d), {**m, "message_id": i})
+        for d, m, i in zip(drivers, messages, ids, strict=True)
+    ]
+    for driver_id, message, message_id in zip(drivers, messages, ids, strict=True):
+        assert await live.unacked(driver_id) == [OutboxMessage(message_id, message)]
+        assert 0 < await redis_client.ttl(f"live:outbox:{driver_id}") <= live.outbox_retention_s
+
+
+async def test_delivering_nothing_calls_nothing(live: LiveState) -> None:
+    assert await live.deliver_to_drivers([]) == []

@@ -25,7 +25,7 @@ from dispatch.live import LiveState
 from dispatch.models import DriverShift, MatchDecision, Offer, Quote, Ride, RideEvent, Zone
 from dispatch.offers import MadeOffer, OfferFlows, OfferService, PlannedOffer
 from dispatch.regions import region_of
-from dispatch.repository import MatchDecisionRepository
+from dispatch.repository import MatchDecisionRepository, NewDecision
 from dispatch.schemas import Point, QuoteCreate, RideRead
 from dispatch.service import QuoteService, RideService
 from infra.clock import FrozenClock
@@ -91,7 +91,7 @@ async def make_offer(
     driver_id: uuid.UUID,
 ) -> list[MadeOffer]:
     """An offer as a window makes it: its decision stored, then the offer."""
-    decision = MatchDecision(
+    decision = NewDecision(
         id=new_id(),
         ride_id=ride_id,
         region=region_of(TIMES_SQUARE.lat, TIMES_SQUARE.lng),
