@@ -40,11 +40,15 @@ The server pushes offers (``type: offer``, from ``dispatch.offers``) and trip up
 commit) from the driver's outbox (``LiveState.push_to_driver``), each with its
 ``message_id``, oldest first. The app acknowledges each with ``ack``; what it did not
 acknowledge is pushed again after a reconnect. The pub/sub nudge that comes with each
-push (``dispatch.offers.deliver``) wakes the connection holding the driver's socket; a
-heartbeat also makes it look, so a nudge lost with a broken pub/sub connection delays a
-push by at most a heartbeat. Other notifications of the driver's user channel
-(membership changes, revoked sessions) are passed on as they come, as on ``/v1/ws``;
-a ride event naming the driver is not, as it comes through the outbox.
+push (``dispatch.offers.deliver``) carries the push itself: once the connection has
+looked in the outbox, it is sent from the nudge at once, and the connection looks in the
+outbox ``look_after_sent_ahead_s`` later (not at once: a window's offers reach a
+process's sockets together, and their frames go first) for anything sent before it
+whose nudge was lost. A heartbeat also makes it look, so a nudge lost with a broken
+pub/sub connection delays a push by at most a heartbeat. Other notifications of the
+driver's user channel (membership changes, revoked sessions) are passed on as they come,
+as on ``/v1/ws``; a ride event naming the driver is not, as it comes through the
+outbox.
 
 Positions: each is validated against the connection's last accepted one
 (``validate_update``); accepted ones update the live state through
@@ -117,6 +121,9 @@ FrameId = Annotated[str, Field(max_length=64)] | int | None
 INGEST_BATCH = 500
 DRIVER_POSITION = "driver_position"
 OUTBOX_RETRY_S = 1.0
+# After sending a push straight from its nudge, the connection looks in the outbox this
+# much later for older pushes whose nudge was lost.
+LOOK_AFTER_SENT_AHEAD_S = 0.5
 # A ride's statuses while a trip links its driver to it.
 _UNDER_WAY: dict[str, TripStatus] = {
     "driver_assigned": "driver_assigned",
@@ -475,6 +482,8 @@ class DriverChannel:
         self._looked = False
         self._outbox_lock = asyncio.Lock()
         self._look_in_outbox = asyncio.Event()
+        self.look_after_sent_ahead_s = LOOK_AFTER_SENT_AHEAD_S
+        self._look_soon: asyncio.TimerHandle | None = None
         self._closed = False
 
     async def handle(self, message: Mapping[str, Any]) -> Frame | None:
@@ -615,6 +624,8 @@ class DriverChannel:
         try:
             await self._close_shift()
         finally:
+            if self._look_soon is not None:
+                self._look_soon.cancel()
             if not self._closed:
                 self._closed = True
                 self.channels.connected -= 1
@@ -671,15 +682,27 @@ class DriverChannel:
             if isinstance(message_id, str):
                 if self._may_send_ahead(message_id):
                     # The nudge carries the whole push: sent now, without a round trip
-                    # to the outbox. The look that follows still finds anything a lost
+                    # to the outbox. The look a moment later still finds anything a lost
                     # nudge left there, and does not send this one again.
                     self._sent_ahead.add(message_id)
+                    self._look_later()
                     yield message
-                self._look_in_outbox.set()
+                else:
+                    self._look_in_outbox.set()
             elif not self._comes_through_outbox(message):
                 yield message
             # Not kept while waiting for the next: a nudge carries a whole push.
             del message
+
+    def _look_later(self) -> None:
+        if self._look_soon is None:
+            self._look_soon = asyncio.get_running_loop().call_later(
+                self.look_after_sent_ahead_s, self._look_now
+            )
+
+    def _look_now(self) -> None:
+        self._look_soon = None
+        self._look_in_outbox.set()
 
     def _may_send_ahead(self, message_id: str) -> bool:
         """A nudge's push may go out before the outbox is read once the connection has

@@ -10,6 +10,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 
+import uvloop
 from pydantic import ValidationError
 
 from infra.settings import Settings, get_settings
@@ -41,7 +42,7 @@ def _run_api(settings: Settings) -> int:
 def _run_worker(settings: Settings) -> int:
     from ridecoop.worker import run_worker
 
-    asyncio.run(run_worker(settings))
+    uvloop.run(run_worker(settings))
     return 0
 
 
@@ -56,7 +57,9 @@ def _run_dispatcher(settings: Settings) -> int:
     # A ride's committed events move its driver's live trip link and outbox, whichever
     # process commits them.
     after_publish(ride_events_published)
-    asyncio.run(run_dispatcher(settings))
+    # uvloop, as uvicorn gives the api: a window's round trips to PostgreSQL and Redis
+    # cost less of the loop's time.
+    uvloop.run(run_dispatcher(settings))
     return 0
 
 

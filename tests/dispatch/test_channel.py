@@ -572,6 +572,7 @@ async def cancelled(task: asyncio.Task[Any]) -> None:
 async def test_a_nudge_on_the_user_channel_sends_the_push_at_once(
     channel: DriverChannel, live: LiveState, redis_client: Redis, driver_id: uuid.UUID
 ) -> None:
+    channel.look_after_sent_ahead_s = 0.05
     async with Subscription(redis_client, user_channel(driver_id)) as inbox:
         passed_on = asyncio.create_task(next_of(channel.notifications(inbox.messages())))
         pushes = channel.outbox_frames()
@@ -582,8 +583,9 @@ async def test_a_nudge_on_the_user_channel_sends_the_push_at_once(
         # Sent from the nudge itself, without a round trip to the outbox...
         sent = await asyncio.wait_for(passed_on, 5)
         assert sent == {"type": "offer", "offer_id": "o-1", "message_id": message_id}
-        await asyncio.sleep(0.1)
-        # ...and once: the look in the outbox the nudge also asks for skips it.
+        await asyncio.sleep(0.2)
+        # ...and once: the look in the outbox the nudge asks for a moment later skips it.
+        assert not channel._look_in_outbox.is_set()
         assert not first_push.done()
         assert await live.unacked(driver_id) != []  # still there until acknowledged
         await cancelled(first_push)
@@ -618,6 +620,31 @@ async def test_a_push_whose_nudge_was_lost_still_comes_from_the_outbox(
     # The look finds the one whose nudge never came, and not the one already sent.
     assert [f["message_id"] for f in await channel.undelivered()] == [lost]
     assert await channel.undelivered() == []
+
+
+async def test_a_push_sent_from_its_nudge_is_followed_by_a_look_for_lost_ones(
+    channel: DriverChannel, live: LiveState, driver_id: uuid.UUID
+) -> None:
+    channel.look_after_sent_ahead_s = 0.2
+    pushes = channel.outbox_frames()
+    first_push = asyncio.create_task(next_of(pushes))
+    await asyncio.sleep(0.05)  # its first look, at an empty outbox
+    lost = await live.push_to_driver(driver_id, {"type": "offer", "n": 1})
+    nudged = await live.push_to_driver(driver_id, {"type": "offer", "n": 2})
+
+    async def messages() -> AsyncIterator[dict[str, Any]]:
+        yield {"type": "offer", "n": 2, "message_id": nudged}
+
+    started = asyncio.get_running_loop().time()
+    # The nudged push goes at once; the outbox is looked in only a moment later...
+    assert [m["n"] async for m in channel.notifications(messages())] == [2]
+    await asyncio.sleep(0.1)
+    assert not first_push.done()
+    # ...and the look finds the push whose nudge was lost.
+    found = await asyncio.wait_for(first_push, 5)
+    assert found == {"type": "offer", "n": 1, "message_id": lost}
+    assert asyncio.get_running_loop().time() - started >= 0.2
+    await pushes.aclose()
 
 
 async def test_a_heartbeat_looks_in_the_outbox(
