@@ -220,12 +220,14 @@ class MatchDecision(Base):
 
     __tablename__ = "match_decisions"
     __table_args__ = (
-        # "The decisions I was a candidate in": candidates @> [{"driver_id": ...}].
+        # "The decisions I was a candidate in": candidate_driver_ids @> ARRAY[...]. Its
+        # ids only, and no pending list: written inside the matching window, before
+        # the offers go out (migration 0009).
         Index(
-            "ix_match_decisions_candidates",
-            "candidates",
+            "ix_match_decisions_candidate_driver_ids",
+            "candidate_driver_ids",
             postgresql_using="gin",
-            postgresql_ops={"candidates": "jsonb_path_ops"},
+            postgresql_with={"fastupdate": "off"},
         ),
         Index("ix_match_decisions_window_at", "window_at"),
     )
@@ -237,6 +239,10 @@ class MatchDecision(Base):
     window_at: Mapped[datetime]
     chosen_driver_id: Mapped[uuid.UUID | None]
     candidates: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    # The candidates' driver ids, in the candidates' order: what the index looks up.
+    candidate_driver_ids: Mapped[list[uuid.UUID]] = mapped_column(
+        ARRAY(Uuid(as_uuid=True)), server_default=text("'{}'")
+    )
     params: Mapped[dict[str, Any]] = mapped_column(JSONB)
 
 

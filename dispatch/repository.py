@@ -42,6 +42,7 @@ from dispatch.models import (
     RideStatus,
     Zone,
 )
+from infra.db import driver_connection
 
 SERVICE_AREA = "service_area"
 
@@ -379,21 +380,19 @@ class NewOffer:
 
 # The rides locked FOR SHARE in id order before anything is inserted (MATERIALIZED: the
 # lock is taken once, by the CTE, whatever plan the insert gets).
-_INSERT_LIVE_OFFERS = text(
-    """
+_INSERT_LIVE_OFFERS = """
 WITH open_rides AS MATERIALIZED (
     SELECT r.id, r.excluded_driver_ids
       FROM rides AS r
-     WHERE r.id = ANY(CAST(:ride_ids AS uuid[])) AND r.status = 'matching'
+     WHERE r.id = ANY(CAST($2 AS uuid[])) AND r.status = 'matching'
      ORDER BY r.id
        FOR SHARE
 )
 INSERT INTO offers (id, ride_id, driver_id, decision_id, status, pickup_eta_s,
                     offered_at, expires_at)
-SELECT o.id, o.ride_id, o.driver_id, o.decision_id, 'offered', o.pickup_eta_s,
-       :offered_at, :expires_at
-  FROM unnest(CAST(:ids AS uuid[]), CAST(:ride_ids AS uuid[]), CAST(:driver_ids AS uuid[]),
-              CAST(:decision_ids AS uuid[]), CAST(:etas AS integer[]))
+SELECT o.id, o.ride_id, o.driver_id, o.decision_id, 'offered', o.pickup_eta_s, $6, $7
+  FROM unnest(CAST($1 AS uuid[]), CAST($2 AS uuid[]), CAST($3 AS uuid[]),
+              CAST($4 AS uuid[]), CAST($5 AS integer[]))
        AS o(id, ride_id, driver_id, decision_id, pickup_eta_s)
   JOIN open_rides AS r ON r.id = o.ride_id
  WHERE o.driver_id <> ALL(COALESCE(r.excluded_driver_ids, '{}'))
@@ -404,7 +403,6 @@ SELECT o.id, o.ride_id, o.driver_id, o.decision_id, 'offered', o.pickup_eta_s,
     ON CONFLICT DO NOTHING
 RETURNING id
 """
-).columns(id=Uuid(as_uuid=True))
 
 
 class OfferRepository:
@@ -429,22 +427,21 @@ class OfferRepository:
         offered one; their accept of it is refused (``DriverBusy``) and it expires.
 
         One statement, because it stands between a window's decision and its offers
-        reaching the drivers: one round trip, no ORM objects."""
+        reaching the drivers: one round trip, no ORM objects, straight to asyncpg."""
         if not offers:
             return set()
-        result = await self.session.execute(
+        connection = await driver_connection(self.session)
+        rows = await connection.fetch(
             _INSERT_LIVE_OFFERS,
-            {
-                "ids": [offer.id for offer in offers],
-                "ride_ids": [offer.ride_id for offer in offers],
-                "driver_ids": [offer.driver_id for offer in offers],
-                "decision_ids": [offer.decision_id for offer in offers],
-                "etas": [offer.pickup_eta_s for offer in offers],
-                "offered_at": offered_at,
-                "expires_at": expires_at,
-            },
+            [offer.id for offer in offers],
+            [offer.ride_id for offer in offers],
+            [offer.driver_id for offer in offers],
+            [offer.decision_id for offer in offers],
+            [offer.pickup_eta_s for offer in offers],
+            offered_at,
+            expires_at,
         )
-        return set(result.scalars())
+        return {row["id"] for row in rows}
 
     async def get(self, offer_id: uuid.UUID) -> Offer | None:
         result = await self.session.execute(
@@ -618,7 +615,8 @@ class OfferRepository:
 
 @dataclass(frozen=True, slots=True)
 class NewDecision:
-    """A window's decision for one request, as ``match_decisions`` stores it."""
+    """A window's decision for one request, as ``match_decisions`` stores it; each
+    candidate names its ``driver_id``."""
 
     id: uuid.UUID
     ride_id: uuid.UUID
@@ -630,18 +628,18 @@ class NewDecision:
     params: dict[str, Any]
 
 
-_ADD_DECISIONS = text(
-    """
+_ADD_DECISIONS = """
 INSERT INTO match_decisions (id, ride_id, region, policy, window_at, chosen_driver_id,
-                             candidates, params)
+                             candidates, candidate_driver_ids, params)
 SELECT d.id, d.ride_id, d.region, d.policy, d.window_at, d.chosen_driver_id,
-       CAST(d.candidates AS jsonb), CAST(d.params AS jsonb)
-  FROM unnest(CAST(:ids AS uuid[]), CAST(:ride_ids AS uuid[]), CAST(:regions AS text[]),
-              CAST(:policies AS text[]), CAST(:window_ats AS timestamptz[]),
-              CAST(:chosen AS uuid[]), CAST(:candidates AS text[]), CAST(:params AS text[]))
-       AS d(id, ride_id, region, policy, window_at, chosen_driver_id, candidates, params)
+       CAST(d.candidates AS jsonb), CAST(d.candidate_driver_ids AS uuid[]),
+       CAST(d.params AS jsonb)
+  FROM unnest(CAST($1 AS uuid[]), CAST($2 AS uuid[]), CAST($3 AS text[]),
+              CAST($4 AS text[]), CAST($5 AS timestamptz[]), CAST($6 AS uuid[]),
+              CAST($7 AS text[]), CAST($8 AS text[]), CAST($9 AS text[]))
+       AS d(id, ride_id, region, policy, window_at, chosen_driver_id, candidates,
+            candidate_driver_ids, params)
 """
-)
 
 
 def _json(value: Any) -> str:
@@ -653,21 +651,23 @@ class MatchDecisionRepository:
         self.session = session
 
     async def add_many(self, decisions: Sequence[NewDecision]) -> None:
-        """Inserts the decisions in one statement (a window's, before its offers)."""
+        """Inserts the decisions in one statement, straight to asyncpg: a window's, on
+        the way to its offers."""
         if not decisions:
             return
-        await self.session.execute(
+        connection = await driver_connection(self.session)
+        await connection.execute(
             _ADD_DECISIONS,
-            {
-                "ids": [d.id for d in decisions],
-                "ride_ids": [d.ride_id for d in decisions],
-                "regions": [d.region for d in decisions],
-                "policies": [d.policy for d in decisions],
-                "window_ats": [d.window_at for d in decisions],
-                "chosen": [d.chosen_driver_id for d in decisions],
-                "candidates": [_json(d.candidates) for d in decisions],
-                "params": [_json(d.params) for d in decisions],
-            },
+            [d.id for d in decisions],
+            [d.ride_id for d in decisions],
+            [d.region for d in decisions],
+            [d.policy for d in decisions],
+            [d.window_at for d in decisions],
+            [d.chosen_driver_id for d in decisions],
+            [_json(d.candidates) for d in decisions],
+            # Each an array literal: one text per row, as unnest takes them.
+            ["{" + ",".join(str(c["driver_id"]) for c in d.candidates) + "}" for d in decisions],
+            [_json(d.params) for d in decisions],
         )
 
     async def get(self, decision_id: uuid.UUID) -> MatchDecision | None:
@@ -683,7 +683,7 @@ class MatchDecisionRepository:
     ) -> list[MatchDecision]:
         """Decisions since ``since`` in which the driver was a candidate, newest first."""
         query = select(MatchDecision).where(
-            MatchDecision.candidates.contains([{"driver_id": str(driver_id)}]),
+            MatchDecision.candidate_driver_ids.contains([driver_id]),
             MatchDecision.window_at >= since,
         )
         if ride_id is not None:
