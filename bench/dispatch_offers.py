@@ -86,6 +86,7 @@ from payments.flows import PaymentFlows
 from payments.stripe_gateway import StripeGateway
 
 GOAL_P99_MS = 50.0
+CHART_PATH = Path(__file__).parent.parent / "docs" / "img" / "dispatch_offers.png"
 BENCH_JWT_SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 60.0
@@ -617,6 +618,8 @@ async def run(url: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
         for line in (workdir / "api.log").read_text().splitlines()
         if '"gc_pause"' in line
     ]
+    if not args.no_save:
+        _chart(latencies, windows, latency, args.drivers)
     return {
         "machine": machine(),
         "measured_at": now_iso(),
@@ -644,6 +647,48 @@ async def run(url: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
         "client_replies": replies,
         "windows_detail": windows,
     }
+
+
+def _chart(
+    latencies_s: Sequence[float],
+    windows: Sequence[dict[str, Any]],
+    summary: dict[str, Any],
+    drivers: int,
+) -> None:
+    """Every offer's latency, and where each window's slowest offer spent its time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (spread, parts) = plt.subplots(1, 2, figsize=(12, 4.6), constrained_layout=True)
+    spread.hist([s * 1000 for s in latencies_s], bins=60, color="#1f77b4")
+    spread.axvline(GOAL_P99_MS, color="#d62728", linestyle="--", label="goal: p99 50 ms")
+    for key, style in (("p50_ms", ":"), ("p99_ms", "-")):
+        spread.axvline(
+            summary[key], color="black", linestyle=style, label=f"{key[:3]} {summary[key]} ms"
+        )
+    spread.set_xlabel("end of match() to offer frame at the driver's websocket (ms)")
+    spread.set_ylabel("offers")
+    spread.set_title(f"{summary['count']} offers, {drivers:,} drivers online", fontsize=10)
+    spread.legend(fontsize=8)
+    index = np.arange(len(windows))
+    commit = np.array([w["commit_ms"] for w in windows])
+    pushed = np.array([w["pushed_ms"] for w in windows]) - commit
+    arrived = np.array([w.get("slowest_offer_ms", 0.0) for w in windows]) - commit - pushed
+    parts.bar(index, commit, color="#1f77b4", label="decisions + offers stored, committed")
+    parts.bar(index, pushed, bottom=commit, color="#ff7f0e", label="pushed (outbox + nudge)")
+    parts.bar(index, arrived, bottom=commit + pushed, color="#2ca02c", label="api -> driver's app")
+    parts.axhline(GOAL_P99_MS, color="#d62728", linestyle="--")
+    parts.set_xlabel("window")
+    parts.set_ylabel("slowest offer of the window (ms)")
+    parts.set_title("Where each window's slowest offer spent its time", fontsize=10)
+    parts.legend(fontsize=8)
+    figure.suptitle("Offer latency (bench.dispatch_offers)")
+    CHART_PATH.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(CHART_PATH, dpi=110)
+    plt.close(figure)
+    progress(f"chart written to {CHART_PATH}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
