@@ -99,7 +99,14 @@ async def driver_connection(session: AsyncSession) -> Any:
     session's transaction back all the same."""
     connection = await session.connection()
     raw = await connection.get_raw_connection()
-    return raw.driver_connection
+    driver = raw.driver_connection
+    if driver is None:
+        raise RuntimeError("the session's connection is closed")
+    if not driver.is_in_transaction():
+        # SQLAlchemy's asyncpg adapter sends BEGIN with the session's first statement:
+        # without one yet, asyncpg would run this statement on its own, committed.
+        await session.execute(text("SELECT 1"))
+    return driver
 
 
 async def ping(engine: AsyncEngine) -> None:
