@@ -11,12 +11,16 @@ A window (``Dispatcher.run_window``), for the regions this process holds:
 2. Per region, in one transaction: offers past their expiry become ``expired`` (their
    drivers excluded from the ride); the region's rides in ``matching`` without a live
    offer are the requests; the drivers are the live, available ones near them without a
-   live offer or a ride under way; ``dispatch.matching.match`` decides; every decision
-   with a candidate is stored with each candidate's costs (``match_decisions``); the
-   chosen pairs become offers.
-3. After the commit: offers are pushed to their drivers, then put in the live state;
-   requests that waited ``no_driver_timeout_s`` become ``no_driver_found`` through the
-   ride flows, which release the card hold, and the rider is told by the ride's event.
+   live offer or a ride under way; ``dispatch.matching.match`` decides; the chosen
+   pairs become offers, each naming the id its decision will be stored under.
+3. After the commit: offers are pushed to their drivers; then every decision with a
+   candidate is stored with each candidate's costs (``match_decisions``) in a
+   transaction of its own, so that nothing but the offers themselves stands between
+   the decision and the drivers (a failure is tried again, then logged with the
+   decisions in full; a dispatcher dying in those milliseconds loses that region's
+   decisions, not its offers); then offers are put in the live state. Requests that
+   waited ``no_driver_timeout_s`` become ``no_driver_found`` through the ride flows,
+   which release the card hold, and the rider is told by the ride's event.
 
 Drivers: with few requests against many drivers, each request asks Redis for its
 nearest drivers (``nearest_available``, over every region its radius reaches); with
@@ -49,7 +53,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -105,6 +109,10 @@ NEAREST_SPARE = 10
 NEAREST_IN_FLIGHT = 8
 # Candidates' figures are stored rounded: millimetres and milliseconds say nothing more.
 _DECIMALS = 3
+# Storing a window's decisions, after its offers went out: tries, and the pause before
+# the next (times the attempt).
+DECISION_ATTEMPTS = 3
+DECISION_RETRY_S = 0.2
 
 
 class NoDriverFound(Protocol):
@@ -343,11 +351,14 @@ class Dispatcher:
             match_started = time.perf_counter()
             result = match(requests, drivers, params, now, self.policy, self.eta)
             matched_at = time.perf_counter()
-            planned = await self._store_decisions(session, region, result, params)
+            decision_ids, planned = _plan(result)
             made = await offers.create(planned, now, details)
         committed_at = time.perf_counter()
         await push(self.live, made)
         pushed_at = time.perf_counter()
+        # Then the decisions behind them, before anything else can go wrong.
+        decisions = _decisions(region, result, params, decision_ids)
+        await self._store_decisions(region, decisions)
         await remember(self.live, made)
         await publish_events(self.redis, events.drain())
         await forget(self.live, expired)
@@ -356,7 +367,7 @@ class Dispatcher:
             requests=len(requests),
             drivers=len(drivers),
             solver=result.solver,
-            decisions=len(planned),
+            decisions=len(decisions),
             offers=tuple(made),
             expired=tuple(expired),
             timed_out=result.timed_out_request_ids,
@@ -467,55 +478,28 @@ class Dispatcher:
             for driver in drivers
         ]
 
-    async def _store_decisions(
-        self,
-        session: AsyncSession,
-        region: str,
-        result: MatchResult,
-        params: MatchingParams,
-    ) -> list[PlannedOffer]:
-        """Stores every decision that had a candidate; returns the chosen pairs."""
-        stored_params = _params_json(params, result)
-        rows: list[NewDecision] = []
-        planned: list[PlannedOffer] = []
-        for decision in result.decisions:
-            if not decision.candidates:
-                continue
-            row = NewDecision(
-                id=new_id(),
-                ride_id=decision.request_id,
-                region=region,
-                policy=decision.policy,
-                window_at=decision.decided_at,
-                chosen_driver_id=decision.driver_id,
-                candidates=[
-                    {
-                        "driver_id": str(candidate.driver_id),
-                        "distance_m": round(candidate.distance_m, _DECIMALS),
-                        "eta_s": round(candidate.eta_s, _DECIMALS),
-                        "fairness_bonus_s": round(candidate.fairness_bonus_s, _DECIMALS),
-                        "cost": round(candidate.cost, _DECIMALS),
-                    }
-                    for candidate in decision.candidates
-                ],
-                params={
-                    **stored_params,
-                    "waited_s": round(decision.waited_s, _DECIMALS),
-                    "radius_m": round(decision.radius_m, _DECIMALS),
-                },
-            )
-            rows.append(row)
-            if decision.chosen is not None:
-                planned.append(
-                    PlannedOffer(
-                        ride_id=decision.request_id,
-                        driver_id=decision.chosen.driver_id,
-                        decision_id=row.id,
-                        pickup_eta_s=decision.chosen.eta_s,
-                    )
+    async def _store_decisions(self, region: str, decisions: Sequence[NewDecision]) -> None:
+        """Stores the window's decisions in a transaction of their own, after its offers
+        went out; a failure is tried again, and if it persists the decisions are logged
+        in full (an operator can load them from the log), never raised: the offers
+        stand either way."""
+        if not decisions:
+            return
+        for attempt in range(1, DECISION_ATTEMPTS + 1):
+            try:
+                async with transaction(self.sessionmaker) as session:
+                    await MatchDecisionRepository(session).add_many(decisions)
+                return
+            except Exception:
+                if attempt < DECISION_ATTEMPTS:
+                    log.warning("decisions_not_stored_yet", region=region, attempt=attempt)
+                    await asyncio.sleep(DECISION_RETRY_S * attempt)
+                    continue
+                log.exception(
+                    "decisions_not_stored",
+                    region=region,
+                    decisions=[_decision_json(decision) for decision in decisions],
                 )
-        await MatchDecisionRepository(session).add_many(rows)
-        return planned
 
     async def _no_driver_found(self, ride_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
         ended = []
@@ -531,6 +515,78 @@ class Dispatcher:
                 continue
             ended.append(ride_id)
         return ended
+
+
+def _plan(result: MatchResult) -> tuple[dict[uuid.UUID, uuid.UUID], list[PlannedOffer]]:
+    """The id each decision with a candidate will be stored under (by request), and the
+    offers the chosen pairs become, each naming its decision."""
+    ids: dict[uuid.UUID, uuid.UUID] = {}
+    planned: list[PlannedOffer] = []
+    for decision in result.decisions:
+        if not decision.candidates:
+            continue
+        decision_id = ids[decision.request_id] = new_id()
+        if decision.chosen is not None:
+            planned.append(
+                PlannedOffer(
+                    ride_id=decision.request_id,
+                    driver_id=decision.chosen.driver_id,
+                    decision_id=decision_id,
+                    pickup_eta_s=decision.chosen.eta_s,
+                )
+            )
+    return ids, planned
+
+
+def _decisions(
+    region: str,
+    result: MatchResult,
+    params: MatchingParams,
+    ids: Mapping[uuid.UUID, uuid.UUID],
+) -> list[NewDecision]:
+    """Every decision that had a candidate, as stored: each candidate's costs, and the
+    parameters it was decided under."""
+    stored_params = _params_json(params, result)
+    return [
+        NewDecision(
+            id=ids[decision.request_id],
+            ride_id=decision.request_id,
+            region=region,
+            policy=decision.policy,
+            window_at=decision.decided_at,
+            chosen_driver_id=decision.driver_id,
+            candidates=[
+                {
+                    "driver_id": str(candidate.driver_id),
+                    "distance_m": round(candidate.distance_m, _DECIMALS),
+                    "eta_s": round(candidate.eta_s, _DECIMALS),
+                    "fairness_bonus_s": round(candidate.fairness_bonus_s, _DECIMALS),
+                    "cost": round(candidate.cost, _DECIMALS),
+                }
+                for candidate in decision.candidates
+            ],
+            params={
+                **stored_params,
+                "waited_s": round(decision.waited_s, _DECIMALS),
+                "radius_m": round(decision.radius_m, _DECIMALS),
+            },
+        )
+        for decision in result.decisions
+        if decision.candidates
+    ]
+
+
+def _decision_json(decision: NewDecision) -> dict[str, Any]:
+    return {
+        "id": str(decision.id),
+        "ride_id": str(decision.ride_id),
+        "region": decision.region,
+        "policy": decision.policy,
+        "window_at": decision.window_at.isoformat(),
+        "chosen_driver_id": str(decision.chosen_driver_id) if decision.chosen_driver_id else None,
+        "candidates": decision.candidates,
+        "params": decision.params,
+    }
 
 
 def _params_json(params: MatchingParams, result: MatchResult) -> dict[str, Any]:

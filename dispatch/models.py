@@ -206,7 +206,9 @@ class Offer(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     ride_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rides.id"), index=True)
     driver_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
-    decision_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("match_decisions.id"))
+    # The decision behind the offer (``match_decisions.id``). No foreign key: the offer
+    # is committed and pushed first, the decision stored just after (migration 0010).
+    decision_id: Mapped[uuid.UUID]
     status: Mapped[str] = mapped_column(String(16))
     pickup_eta_s: Mapped[int] = mapped_column(Integer)
     offered_at: Mapped[datetime]

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import structlog.testing
 from redis.asyncio import Redis
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -30,6 +31,7 @@ from dispatch.matching import MatchingParams, Policy
 from dispatch.models import MatchDecision, Offer
 from dispatch.offers import OfferService
 from dispatch.regions import region_of
+from dispatch.repository import MatchDecisionRepository
 from dispatch.schemas import Point, RideRead
 from dispatch.service import RideService
 from governance.models import GovernedParameter
@@ -430,6 +432,95 @@ async def test_every_decision_is_stored_with_its_candidates_and_costs(
     assert decision.params["k"] == 10
     assert decision.params["solver"] == "dense"
     assert decision.params["waited_s"] == 0
+
+
+async def test_the_decisions_are_stored_after_the_offers_went_out(
+    session: AsyncSession,
+    clock: FrozenClock,
+    live: LiveState,
+    redis_client: Redis,
+    settings: Settings,
+    dispatcher: Dispatcher,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ride = await ride_at(session, clock, redis_client, settings, TIMES_SQUARE)
+    driver = await online(session, clock, live, settings, north_of(TIMES_SQUARE, 100))
+    add_many = MatchDecisionRepository.add_many
+    seen_at_store: list[list[tuple[uuid.UUID, uuid.UUID]]] = []
+
+    async def spying(repository: MatchDecisionRepository, decisions: Any) -> None:
+        # By then the offer is committed and in the driver's outbox.
+        seen_at_store.append(await live_offers(session))
+        assert [m.body["ride_id"] for m in await live.unacked(driver)] == [str(ride.id)]
+        await add_many(repository, decisions)
+
+    monkeypatch.setattr(MatchDecisionRepository, "add_many", spying)
+
+    [made] = (await dispatcher.run_window(clock.now())).offers
+
+    assert seen_at_store == [[(ride.id, driver)]]
+    assert await session.get(MatchDecision, made.offer.decision_id) is not None
+
+
+async def test_decisions_that_fail_to_store_are_tried_again(
+    session: AsyncSession,
+    clock: FrozenClock,
+    live: LiveState,
+    redis_client: Redis,
+    settings: Settings,
+    dispatcher: Dispatcher,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await ride_at(session, clock, redis_client, settings, TIMES_SQUARE)
+    await online(session, clock, live, settings, north_of(TIMES_SQUARE, 100))
+    add_many = MatchDecisionRepository.add_many
+    calls = 0
+
+    async def flaky(repository: MatchDecisionRepository, decisions: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("the database went away")
+        await add_many(repository, decisions)
+
+    monkeypatch.setattr(MatchDecisionRepository, "add_many", flaky)
+    monkeypatch.setattr("dispatch.dispatcher.DECISION_RETRY_S", 0.01)
+
+    [made] = (await dispatcher.run_window(clock.now())).offers
+
+    assert calls == 2
+    assert await session.get(MatchDecision, made.offer.decision_id) is not None
+
+
+async def test_decisions_that_cannot_be_stored_leave_the_offers_and_are_logged_in_full(
+    session: AsyncSession,
+    clock: FrozenClock,
+    live: LiveState,
+    redis_client: Redis,
+    settings: Settings,
+    dispatcher: Dispatcher,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ride = await ride_at(session, clock, redis_client, settings, TIMES_SQUARE)
+    driver = await online(session, clock, live, settings, north_of(TIMES_SQUARE, 100))
+
+    async def broken(repository: MatchDecisionRepository, decisions: Any) -> None:
+        raise ConnectionError("the database went away")
+
+    monkeypatch.setattr(MatchDecisionRepository, "add_many", broken)
+    monkeypatch.setattr("dispatch.dispatcher.DECISION_RETRY_S", 0.01)
+
+    with structlog.testing.capture_logs() as logs:
+        [made] = (await dispatcher.run_window(clock.now())).offers
+
+    assert await live_offers(session) == [(ride.id, driver)]
+    assert await session.get(MatchDecision, made.offer.decision_id) is None
+    [failure] = [entry for entry in logs if entry["event"] == "decisions_not_stored"]
+    [logged] = failure["decisions"]
+    assert logged["id"] == str(made.offer.decision_id)
+    assert logged["chosen_driver_id"] == str(driver)
+    assert [c["driver_id"] for c in logged["candidates"]] == [str(driver)]
+    assert len([e for e in logs if e["event"] == "decisions_not_stored_yet"]) == 2
 
 
 async def test_a_ride_with_no_candidate_leaves_no_decision(
