@@ -676,7 +676,7 @@ def _chart(
     commit = np.array([w["commit_ms"] for w in windows])
     pushed = np.array([w["pushed_ms"] for w in windows]) - commit
     arrived = np.array([w.get("slowest_offer_ms", 0.0) for w in windows]) - commit - pushed
-    parts.bar(index, commit, color="#1f77b4", label="decisions + offers stored, committed")
+    parts.bar(index, commit, color="#1f77b4", label="offers stored, committed")
     parts.bar(index, pushed, bottom=commit, color="#ff7f0e", label="pushed (outbox + nudge)")
     parts.bar(index, arrived, bottom=commit + pushed, color="#2ca02c", label="api -> driver's app")
     parts.axhline(GOAL_P99_MS, color="#d62728", linestyle="--")
