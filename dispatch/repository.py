@@ -864,3 +864,72 @@ class BreadcrumbRepository:
             },
         )
         return int(result.scalar_one())
+
+
+# Rides completed in [start, end), with what their quote priced them from (estimate,
+# surge, zones) and what payments captured and paid the driver, when it has.
+_TRIPS = text(
+    """
+    SELECT r.id AS ride_id,
+           r.rider_id,
+           r.driver_id,
+           r.ended_at,
+           r.distance_m,
+           r.duration_s,
+           GREATEST(0, COALESCE(
+               EXTRACT(EPOCH FROM (r.started_at - r.driver_arrived_at))::bigint, 0
+           )) AS waiting_s,
+           q.estimated_distance_m,
+           q.estimated_duration_s,
+           q.currency,
+           COALESCE(q.fare ->> 'surge_multiplier', '1') AS surge,
+           COALESCE(
+               ARRAY(SELECT jsonb_array_elements_text(q.fare -> 'zones')), '{}'
+           ) AS zones,
+           COALESCE(p.captured_amount, (r.final_fare ->> 'total')::bigint) AS fare_amount,
+           (p.split ->> 'driver')::bigint AS driver_amount
+      FROM rides r
+      JOIN quotes q ON q.id = r.quote_id
+      LEFT JOIN ride_payments p ON p.ride_id = r.id
+     WHERE r.status = 'completed'
+       AND r.ended_at >= :start AND r.ended_at < :end
+       AND r.driver_id IS NOT NULL
+       AND r.distance_m IS NOT NULL AND r.duration_s IS NOT NULL
+     ORDER BY r.ended_at, r.id
+    """
+)
+
+# Each driver's time online within [start, end): their shifts cut to the period (a shift
+# still open counts up to the end of the period).
+_ONLINE = text(
+    """
+    SELECT driver_id,
+           SUM(EXTRACT(EPOCH FROM (
+               LEAST(COALESCE(ended_at, :end), :end) - GREATEST(started_at, :start)
+           )))::bigint AS seconds
+      FROM driver_shifts
+     WHERE started_at < :end AND COALESCE(ended_at, :end) > :start
+     GROUP BY driver_id
+    """
+)
+
+
+class HistoryRepository:
+    """Completed trips of a period and drivers' time online, for replays (governance's
+    impact simulation). Read-only; reads payments' ``ride_payments`` beside dispatch's
+    own tables, never writes it."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def completed_trips(self, start: datetime, end: datetime) -> Sequence[Any]:
+        """The rows of ``_TRIPS``, positional (its columns in order): a month of a city
+        is hundreds of thousands of them, not worth an object each here."""
+        result = await self.session.execute(_TRIPS, {"start": start, "end": end})
+        return result.all()
+
+    async def online_seconds(self, start: datetime, end: datetime) -> dict[uuid.UUID, int]:
+        """Each driver's seconds online within ``[start, end)``; drivers without a shift
+        in the period are absent."""
+        result = await self.session.execute(_ONLINE, {"start": start, "end": end})
+        return {row.driver_id: int(row.seconds) for row in result if row.seconds > 0}
