@@ -69,6 +69,8 @@ SETTLE_BATCHES_AT_ONCE = 2
 SETTLE_LINGER_S = 0.005
 # Calls to Stripe one batch makes side by side.
 STRIPE_CALLS_AT_ONCE = 16
+# Due payments that are neither captures nor transfers, advanced side by side.
+ADVANCE_AT_ONCE = 8
 T = TypeVar("T")
 R = TypeVar("R")
 # Headroom held on the card above the upfront price, so a metered fare within the
@@ -716,16 +718,38 @@ class PaymentFlows:
         )
 
     async def advance_due(self, limit: int = 100) -> int:
-        """Advances every payment whose retry is due; one failure does not stop the rest."""
+        """Advances every payment whose retry is due; one failure does not stop the rest.
+        After an outage most are captures and transfers: those go through the batch paths
+        (``_capture_many``, ``pay_drivers``: a handful of transactions, Stripe called side
+        by side), the rest ``ADVANCE_AT_ONCE`` at a time. Answers how many advanced."""
         async with transaction(self.sessionmaker) as session:
-            due = list(await PaymentService(session, self.clock).due(limit))
+            service = PaymentService(session, self.clock)
+            due = list(await service.due(limit))
+            payments = await service.get_many(due)
+        captures = [r for r in due if r in payments and _capture_due(payments[r])]
+        transfers = [r for r in due if r in payments and _transfer_due(payments[r])]
+        batched = {*captures, *transfers}
+        outcomes: dict[uuid.UUID, RidePaymentRead | Exception] = {}
+        if captures:
+            outcomes.update(await self._capture_many(captures))
+        if transfers:
+            outcomes.update(await self.pay_drivers(transfers))
+        pending = iter([r for r in due if r not in batched])
+
+        async def one_by_one() -> None:
+            for ride_id in pending:
+                try:
+                    outcomes[ride_id] = await self.advance(ride_id)
+                except Exception as error:
+                    outcomes[ride_id] = error
+
+        await asyncio.gather(*(one_by_one() for _ in range(ADVANCE_AT_ONCE)))
         advanced = 0
-        for ride_id in due:
-            try:
-                await self.advance(ride_id)
+        for ride_id, outcome in outcomes.items():
+            if isinstance(outcome, Exception):
+                log.error("payment_advance_failed", ride_id=str(ride_id), exc_info=outcome)
+            else:
                 advanced += 1
-            except Exception:
-                log.exception("payment_advance_failed", ride_id=str(ride_id))
         return advanced
 
     async def read(self, ride_id: uuid.UUID) -> RidePaymentRead:
@@ -828,3 +852,15 @@ async def _defer(
 
 def _account(account: object) -> PayoutAccountRead:
     return PayoutAccountRead.model_validate(account, from_attributes=True)
+
+
+def _capture_due(payment: RidePayment) -> bool:
+    """What ``advance`` would capture: a fare or a cancellation fee."""
+    return payment.split is not None and payment.status in (S.capturing, S.cancelling)
+
+
+def _transfer_due(payment: RidePayment) -> bool:
+    """What ``advance`` would transfer to the driver: a captured share not yet sent."""
+    return (
+        payment.status in (S.captured, S.debt_paid, S.fee_captured) and payment.transfer_id is None
+    )

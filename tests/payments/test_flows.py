@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infra.clock import SystemClock
@@ -18,6 +19,7 @@ from payments import ledger, pricing
 from payments.errors import (
     CardDeclined,
     NothingToRefund,
+    PaymentProviderUnavailable,
     RidePaymentStateConflict,
     RiderHasUnpaidFare,
 )
@@ -520,3 +522,65 @@ async def test_a_debt_payment_settles_the_oldest_rides_it_covers_and_no_more(
     assert (await service.get(newer)).status == "in_debt"
     owed = ledger.owned_account(AccountKind.rider_receivable, ready.rider_id, "USD")
     assert await balance(session, owed) == fare.total.amount
+
+
+async def test_payments_due_after_an_outage_advance_through_the_batch_paths(
+    flows: PaymentFlows,
+    ready: People,
+    fake_stripe: FakeConnect,
+    session: AsyncSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fare, split = priced()
+    uncaptured = await authorized_rides(flows, ready, 3)
+    untransferred = await authorized_rides(flows, ready, 2)
+    # Stripe down for the captures of the first rides...
+    capture = flows.gateway.capture
+
+    async def down(**_: object) -> None:
+        raise PaymentProviderUnavailable("Stripe could not be reached")
+
+    monkeypatch.setattr(flows.gateway, "capture", down)
+    for outcome in await flows.settle_rides(
+        [(r, ready.driver_id, fare, split) for r in uncaptured]
+    ):
+        assert isinstance(outcome, RidePaymentRead)
+        assert outcome.status == "capturing"
+    monkeypatch.setattr(flows.gateway, "capture", capture)
+    # ...and for the transfers of the others.
+    fake_stripe.add_fault("/v1/transfers", status=503, times=2)
+    for outcome in await flows.settle_rides(
+        [(r, ready.driver_id, fare, split) for r in untransferred]
+    ):
+        assert isinstance(outcome, RidePaymentRead)
+        assert outcome.transferred_amount == 0
+    # Their retries come due.
+    await session.execute(
+        text("UPDATE ride_payments SET next_attempt_at = now() - interval '1 second'")
+    )
+    await session.commit()
+    batches: list[tuple[str, set[uuid.UUID]]] = []
+    capture_many, pay_drivers = flows._capture_many, flows.pay_drivers
+
+    async def capturing(ride_ids: list[uuid.UUID]) -> object:
+        batches.append(("capture", set(ride_ids)))
+        return await capture_many(ride_ids)
+
+    async def paying(ride_ids: list[uuid.UUID]) -> object:
+        batches.append(("transfer", set(ride_ids)))
+        return await pay_drivers(ride_ids)
+
+    monkeypatch.setattr(flows, "_capture_many", capturing)
+    monkeypatch.setattr(flows, "pay_drivers", paying)
+
+    assert await flows.advance_due() == 5
+
+    assert ("capture", set(uncaptured)) in batches
+    assert ("transfer", set(untransferred)) in batches
+    assert len([kind for kind, _ in batches if kind == "capture"]) == 1
+    for ride_id in uncaptured + untransferred:
+        payment = await flows.read(ride_id)
+        assert payment.status == "captured"
+        assert payment.transferred_amount == split.driver.amount
+    assert await balance(session, payable(ready.driver_id)) == 0
+    assert (await LedgerService(session, SystemClock()).verify()).ok
