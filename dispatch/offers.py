@@ -20,9 +20,9 @@ Whatever changes a ride and its offers locks the ride's row first (see the repos
 as the ride's own transitions do, so concurrent answers and cancellations queue up
 instead of deadlocking.
 
-After the commit, and only then: offers are put in the live state with their TTL and
-pushed to the driver's outbox (``LiveState.push_to_driver``), with a nudge on the
-driver's pub/sub channel so the api worker holding their websocket sends it at once; an
+After the commit, and only then: offers are pushed to the driver's outbox with a nudge
+on the driver's pub/sub channel, so the api worker holding their websocket sends it at
+once (``LiveState.deliver_to_drivers``), and put in the live state with their TTL; an
 accepted offer's driver is marked busy and linked to the ride (``LiveState.set_trip``),
 so their positions reach the rider. ``OfferFlows`` is that boundary for the driver's
 websocket and the HTTP fallbacks.
@@ -31,7 +31,6 @@ websocket and the HTTP fallbacks.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -270,10 +269,6 @@ async def remember(live: LiveState, made: Sequence[MadeOffer]) -> None:
             log.exception("offer_live_state_failed", offer_id=str(offer.id))
 
     await _bounded(put(offer.offer) for offer in made)
-
-
-def _json(message: Mapping[str, Any]) -> str:
-    return json.dumps(dict(message), separators=(",", ":"))
 
 
 async def deliver(live: LiveState, driver_id: uuid.UUID, frame: dict[str, Any]) -> str:
