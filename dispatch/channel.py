@@ -60,10 +60,12 @@ leaves breadcrumbs (``dispatch.breadcrumbs``) and their rider, and only their ri
 the driver live at their last position. A driver not heard from for ``liveness_s``
 gets no offers (``LiveState``).
 
-Shifts: ``go_online`` opens the driver's shift (``driver_shifts``), ``go_offline`` and
-the end of the connection close it. The end of a connection leaves the live state alone:
-a driver whose app reconnects within ``liveness_s`` loses nothing, and one who does not
-drops out of offers by liveness.
+Shifts: ``go_online`` opens a shift for this connection (``driver_shifts``),
+``go_offline`` and the end of the connection close it; a driver's time online is the
+union of their shifts, so a reconnect that overlaps the old connection counts once and
+the old connection's end does not cut the new one short. The end of a connection
+leaves the live state alone: a driver whose app reconnects within ``liveness_s`` loses
+nothing, and one who does not drops out of offers by liveness.
 """
 
 from __future__ import annotations

@@ -265,17 +265,11 @@ class Breadcrumb(Base):
 
 
 class DriverShift(Base):
-    """A period online, for earnings per hour online."""
+    """A period online of one connection of a driver's, for earnings per hour online. A
+    driver's time online is the union of their shifts: two connections at once (a
+    reconnect before the old one is noticed gone) count once."""
 
     __tablename__ = "driver_shifts"
-    __table_args__ = (
-        Index(
-            "uq_driver_shifts_open",
-            "driver_id",
-            unique=True,
-            postgresql_where=text("ended_at IS NULL"),
-        ),
-    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     driver_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)

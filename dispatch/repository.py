@@ -19,15 +19,14 @@ from sqlalchemy import (
     any_,
     cast,
     exists,
-    extract,
     func,
+    insert,
     literal,
     not_,
     select,
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -692,6 +691,26 @@ class MatchDecisionRepository:
         return list((await self.session.execute(query)).scalars())
 
 
+# Each driver's shifts cut to [since, until) (an open one runs to :now), merged where
+# they overlap, then measured.
+_ONLINE_SECONDS = text(
+    """
+    SELECT driver_id, SUM(EXTRACT(EPOCH FROM upper(span) - lower(span))) AS seconds
+      FROM (SELECT driver_id, unnest(range_agg(tstzrange(
+                       GREATEST(started_at, :since),
+                       LEAST(COALESCE(ended_at, :now), :until)))) AS span
+              FROM driver_shifts
+             WHERE started_at < :until
+               AND COALESCE(ended_at, :now) > :since
+               AND started_at < :now
+               AND (CAST(:driver_ids AS uuid[]) IS NULL
+                    OR driver_id = ANY(CAST(:driver_ids AS uuid[])))
+             GROUP BY driver_id) AS merged
+     GROUP BY driver_id
+    """
+)
+
+
 class FairnessRepository:
     """Earnings and time online per driver, from dispatch's own rides and shifts."""
 
@@ -733,25 +752,20 @@ class FairnessRepository:
         now: datetime,
         driver_ids: Sequence[uuid.UUID] | None = None,
     ) -> dict[uuid.UUID, float]:
-        """Each driver's seconds online within [since, until); a shift still open counts
-        until ``now``. Drivers with no time online in the period are left out."""
-        end = func.least(func.coalesce(DriverShift.ended_at, now), until)
-        start = func.greatest(DriverShift.started_at, since)
-        seconds = func.sum(extract("epoch", end - start))
-        query = (
-            select(DriverShift.driver_id, seconds)
-            .where(
-                DriverShift.started_at < until,
-                func.coalesce(DriverShift.ended_at, now) > since,
-                DriverShift.started_at < now,
-            )
-            .group_by(DriverShift.driver_id)
+        """Each driver's seconds online within [since, until): the union of their shifts
+        (overlapping connections count once); a shift still open counts until ``now``.
+        Drivers with no time online in the period are left out."""
+        if driver_ids is not None and not driver_ids:
+            return {}
+        result = await self.session.execute(
+            _ONLINE_SECONDS,
+            {
+                "since": since,
+                "until": until,
+                "now": now,
+                "driver_ids": None if driver_ids is None else list(driver_ids),
+            },
         )
-        if driver_ids is not None:
-            if not driver_ids:
-                return {}
-            query = query.where(DriverShift.driver_id.in_(list(driver_ids)))
-        result = await self.session.execute(query)
         return {driver_id: float(total) for driver_id, total in result.all() if total and total > 0}
 
 
@@ -763,30 +777,16 @@ class ShiftRepository:
         self.session = session
 
     async def open(self, driver_id: uuid.UUID, now: datetime) -> uuid.UUID:
-        """Opens the driver's shift, or answers the one already open (a second device,
-        a reconnect): a driver has at most one open shift, which the index guards."""
-        for _ in range(3):
-            inserted = await self.session.execute(
-                pg_insert(DriverShift)
-                .values(driver_id=driver_id, started_at=now)
-                .on_conflict_do_nothing(
-                    index_elements=[DriverShift.driver_id],
-                    index_where=DriverShift.ended_at.is_(None),
-                )
-                .returning(DriverShift.id)
-            )
-            shift_id = inserted.scalar_one_or_none()
-            if shift_id is None:
-                shift_id = (
-                    await self.session.execute(
-                        select(DriverShift.id).where(
-                            DriverShift.driver_id == driver_id, DriverShift.ended_at.is_(None)
-                        )
-                    )
-                ).scalar_one_or_none()
-            if shift_id is not None:
-                return shift_id
-        raise RuntimeError(f"could not open a shift for driver {driver_id}")
+        """Opens a shift for one connection of the driver's; another connection (a second
+        device, a reconnect before the old one is noticed gone) has its own, and the
+        time online counts their union (``FairnessRepository.online_seconds``)."""
+        inserted = await self.session.execute(
+            insert(DriverShift)
+            .values(driver_id=driver_id, started_at=now)
+            .returning(DriverShift.id)
+        )
+        shift_id: uuid.UUID = inserted.scalar_one()
+        return shift_id
 
     async def close(self, shift_id: uuid.UUID, now: datetime) -> bool:
         """Ends the shift if it is still open; False if it was not."""
@@ -797,14 +797,6 @@ class ShiftRepository:
             .returning(DriverShift.id)
         )
         return result.scalar_one_or_none() is not None
-
-    async def open_shift(self, driver_id: uuid.UUID) -> DriverShift | None:
-        result = await self.session.execute(
-            select(DriverShift).where(
-                DriverShift.driver_id == driver_id, DriverShift.ended_at.is_(None)
-            )
-        )
-        return result.scalar_one_or_none()
 
 
 @dataclass(frozen=True, slots=True)
@@ -900,15 +892,16 @@ _TRIPS = text(
 )
 
 # Each driver's time online within [start, end): their shifts cut to the period (a shift
-# still open counts up to the end of the period).
+# still open counts up to the end of the period), merged where they overlap.
 _ONLINE = text(
     """
-    SELECT driver_id,
-           SUM(EXTRACT(EPOCH FROM (
-               LEAST(COALESCE(ended_at, :end), :end) - GREATEST(started_at, :start)
-           )))::bigint AS seconds
-      FROM driver_shifts
-     WHERE started_at < :end AND COALESCE(ended_at, :end) > :start
+    SELECT driver_id, SUM(EXTRACT(EPOCH FROM upper(span) - lower(span)))::bigint AS seconds
+      FROM (SELECT driver_id, unnest(range_agg(tstzrange(
+                       GREATEST(started_at, :start),
+                       LEAST(COALESCE(ended_at, :end), :end)))) AS span
+              FROM driver_shifts
+             WHERE started_at < :end AND COALESCE(ended_at, :end) > :start
+             GROUP BY driver_id) AS merged
      GROUP BY driver_id
     """
 )

@@ -200,13 +200,18 @@ async def test_the_end_of_a_connection_closes_the_shift_and_leaves_the_live_stat
     assert shift.ended_at is not None
 
 
-async def test_a_second_connection_shares_the_open_shift(
+async def test_a_second_connection_has_a_shift_of_its_own_that_outlives_the_first(
     channels: DriverChannels, session: AsyncSession, driver_id: uuid.UUID
 ) -> None:
-    first = await online(channels.connect(driver_id))
+    # A phone reconnects before its old connection is noticed gone.
+    old = channels.connect(driver_id)
+    first = await online(old)
     second = await online(channels.connect(driver_id))
-    assert first["shift_id"] == second["shift_id"]
-    assert len(await shifts(session, driver_id)) == 1
+    assert first["shift_id"] != second["shift_id"]
+    await old.close()
+    ended = {str(shift.id): shift.ended_at for shift in await shifts(session, driver_id)}
+    assert ended[first["shift_id"]] is not None
+    assert ended[second["shift_id"]] is None
 
 
 # Positions.

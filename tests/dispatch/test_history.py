@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from accounts.models import Role
 from dispatch.history import CompletedTripService
 from dispatch.models import DriverShift, Quote, Ride
-from dispatch.repository import point_value
+from dispatch.repository import FairnessRepository, point_value
 from infra.clock import FrozenClock
 from infra.ids import new_id
 from infra.settings import Settings
@@ -146,3 +146,33 @@ async def test_time_online_is_cut_to_the_period(session: AsyncSession, settings:
     await session.flush()
     online = await CompletedTripService(session).online_seconds(AT, AT + timedelta(hours=4))
     assert online == {driver: 3_600 + 3_600}
+
+
+async def test_overlapping_shifts_of_a_driver_count_once(
+    session: AsyncSession, settings: Settings
+) -> None:
+    # Two connections at once (a reconnect before the old one was noticed gone).
+    clock = FrozenClock(AT)
+    driver = await make_user(session, settings, clock)
+    session.add_all(
+        [
+            DriverShift(driver_id=driver, started_at=AT, ended_at=AT + timedelta(hours=2)),
+            DriverShift(
+                driver_id=driver,
+                started_at=AT + timedelta(hours=1),
+                ended_at=AT + timedelta(hours=3),
+            ),
+            DriverShift(driver_id=driver, started_at=AT + timedelta(minutes=30), ended_at=None),
+        ]
+    )
+    await session.flush()
+    history = CompletedTripService(session)
+    assert await history.online_seconds(AT, AT + timedelta(hours=4)) == {driver: 4 * 3_600}
+    fairness = FairnessRepository(session)
+    until = AT + timedelta(hours=4)
+    # At AT+2h the open shift has run 1.5 h; the closed ones still reach AT+3h.
+    assert await fairness.online_seconds(AT, until, AT + timedelta(hours=2)) == {
+        driver: 3 * 3_600.0
+    }
+    assert await fairness.online_seconds(AT, until, until, [driver]) == {driver: 4 * 3_600.0}
+    assert await fairness.online_seconds(AT, until, until, []) == {}
