@@ -692,9 +692,9 @@ class MatchDecisionRepository:
 
 
 # Each driver's shifts cut to [since, until) (an open one runs to :now), merged where
-# they overlap, then measured.
-_ONLINE_SECONDS = text(
-    """
+# they overlap, then measured. Two statements, with and without the drivers' filter, so
+# that the one with it always plans with the driver_id index.
+_ONLINE_SECONDS_SQL = """
     SELECT driver_id, SUM(EXTRACT(EPOCH FROM upper(span) - lower(span))) AS seconds
       FROM (SELECT driver_id, unnest(range_agg(tstzrange(
                        GREATEST(started_at, :since),
@@ -703,11 +703,13 @@ _ONLINE_SECONDS = text(
              WHERE started_at < :until
                AND COALESCE(ended_at, :now) > :since
                AND started_at < :now
-               AND (CAST(:driver_ids AS uuid[]) IS NULL
-                    OR driver_id = ANY(CAST(:driver_ids AS uuid[])))
+               {drivers}
              GROUP BY driver_id) AS merged
      GROUP BY driver_id
-    """
+"""
+_ONLINE_SECONDS = text(_ONLINE_SECONDS_SQL.format(drivers=""))
+_ONLINE_SECONDS_OF = text(
+    _ONLINE_SECONDS_SQL.format(drivers="AND driver_id = ANY(CAST(:driver_ids AS uuid[]))")
 )
 
 
@@ -757,15 +759,12 @@ class FairnessRepository:
         Drivers with no time online in the period are left out."""
         if driver_ids is not None and not driver_ids:
             return {}
-        result = await self.session.execute(
-            _ONLINE_SECONDS,
-            {
-                "since": since,
-                "until": until,
-                "now": now,
-                "driver_ids": None if driver_ids is None else list(driver_ids),
-            },
-        )
+        values: dict[str, Any] = {"since": since, "until": until, "now": now}
+        if driver_ids is None:
+            result = await self.session.execute(_ONLINE_SECONDS, values)
+        else:
+            values["driver_ids"] = list(driver_ids)
+            result = await self.session.execute(_ONLINE_SECONDS_OF, values)
         return {driver_id: float(total) for driver_id, total in result.all() if total and total > 0}
 
 
