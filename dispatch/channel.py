@@ -37,7 +37,7 @@ way), the offer's problem types (``offer-not-found``, ``offer-not-yours`` 403,
 
 The server pushes offers (``type: offer``, from ``dispatch.offers``) and trip updates
 (``type: event``, the ride's events, put there by :func:`after_ride_events` after each
-commit) from the driver's outbox (``LiveState.push_to_driver``), each with its
+commit) from the driver's outbox (``LiveState.deliver_to_drivers``), each with its
 ``message_id``, oldest first. The app acknowledges each with ``ack``; what it did not
 acknowledge is pushed again after a reconnect. The pub/sub nudge that comes with each
 push (``dispatch.offers.deliver``) carries the push itself: once the connection has

@@ -705,33 +705,20 @@ class LiveState:
     # Driver outbox
 
     async def push_to_driver(self, driver_id: uuid.UUID, message: Mapping[str, Any]) -> str:
-        """Keeps ``message`` until the driver acknowledges it; returns its id, which
-        orders the driver's messages."""
-        (message_id,) = await self.push_to_drivers([(driver_id, message)])
-        return message_id
-
-    async def push_to_drivers(
-        self, messages: Sequence[tuple[uuid.UUID, Mapping[str, Any]]]
-    ) -> list[str]:
-        """``push_to_driver`` for many drivers in one round trip; the ids in order."""
-        retention_ms = _duration_ms(self.outbox_retention_s)
+        """Keeps ``message`` until the driver acknowledges it, without a nudge; returns
+        its id, which orders the driver's messages. Pushes go out through
+        :meth:`deliver_to_drivers`; this is the outbox half alone."""
+        key = outbox_key(driver_id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            for driver_id, message in messages:
-                key = outbox_key(driver_id)
-                pipe.xadd(
-                    key,
-                    {"body": _json(message)},
-                    maxlen=self.outbox_max_len,
-                    approximate=False,
-                )
-                pipe.pexpire(key, retention_ms)
-            replies = await pipe.execute()
-        return [str(message_id) for message_id in replies[::2]]
+            pipe.xadd(key, {"body": _json(message)}, maxlen=self.outbox_max_len, approximate=False)
+            pipe.pexpire(key, _duration_ms(self.outbox_retention_s))
+            message_id, _ = await pipe.execute()
+        return str(message_id)
 
     async def deliver_to_drivers(
         self, messages: Sequence[tuple[uuid.UUID, Mapping[str, Any]]]
     ) -> list[str]:
-        """Pushes each message to its driver's outbox (as :meth:`push_to_drivers`) and
+        """Pushes each message to its driver's outbox (as :meth:`push_to_driver`) and
         publishes it with its ``message_id`` on the driver's user channel, which wakes the
         api worker holding their websocket: one round trip for them all. The ids in
         order."""

@@ -697,15 +697,13 @@ class PaymentFlows:
         status = S(payment.status)
         if status is S.authorizing:
             return await self._authorize(ride_id)
-        if status is S.capturing:
+        if _capture_due(payment):
             return await self._capture(ride_id)
         if status is S.cancelling:
-            if payment.split is not None:
-                return await self._capture(ride_id)
             return await self._release(ride_id)
+        if _transfer_due(payment):
+            return await self.pay_driver(ride_id)
         if status in (S.captured, S.debt_paid, S.fee_captured):
-            if payment.transfer_id is None:
-                return await self.pay_driver(ride_id)
             if payment.tip_amount is not None and payment.tip_charge_id is None:
                 return await self._retry_tip(payment)
             return await self._tip_transfer(ride_id)
